@@ -1,0 +1,1 @@
+"""SavedModel / .keras / TFLite export, the detect command and latency measurement."""

@@ -1,0 +1,18 @@
+"""Functional forms of every handgrad layer: differentiable ops with hand-derived gradients.
+
+Losses and models call these directly when they need the op without a layer object. Each op is
+defined, with its equations, in the layer file named beside it.
+"""
+
+from handgrad.layers.activations import relu, sigmoid, tanh
+from handgrad.layers.batch_norm import batch_norm_infer, batch_norm_train
+from handgrad.layers.conv2d import conv2d
+from handgrad.layers.dense import dense
+from handgrad.layers.pooling import max_pool2d
+from handgrad.layers.softmax import softmax
+from handgrad.layers.upsampling import upsample_nearest
+
+__all__ = [
+    "batch_norm_infer", "batch_norm_train", "conv2d", "dense", "max_pool2d", "relu", "sigmoid",
+    "softmax", "tanh", "upsample_nearest",
+]

@@ -1,0 +1,1 @@
+"""Models (MNIST CNN, MLP, face detector), anchors, boxes, named configs and command lines."""
