@@ -3,7 +3,8 @@
 Sub-packages (each a top-level folder of the repository, installed under this one import name):
 
 - ``handgrad.layers``: Keras 3 layers whose gradients are written out by hand with
-  ``tf.custom_gradient`` (SEED_NOTES eq. 3-55), plus their functional forms in ``handgrad.layers.ops``.
+  ``tf.custom_gradient`` (SEED_NOTES eq. 3-55), plus their functional forms in
+  ``handgrad.layers.ops``.
 - ``handgrad.losses``: cross-entropy, L2, focal, smooth L1 and the detection loss.
 - ``handgrad.pipelines``: tf.data input for MNIST and WIDER FACE, and a synthetic WIDER-format set.
 - ``handgrad.zoo``: models, anchors, configs and the training / evaluation command lines.

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from handgrad.layers import activations
-from handgrad.layers._common import normalize_pair, normalize_padding, require_channels_last
+from handgrad.layers._common import normalize_padding, normalize_pair, require_channels_last
 from handgrad.layers.dense import activation_name
 from handgrad.layers.softmax import softmax
 
@@ -82,7 +82,8 @@ class Conv2D(keras.layers.Conv2D):
         super().__init__(filters, kernel_size, **kwargs)
         require_channels_last(self.data_format, "handgrad Conv2D")
         if self.groups != 1:
-            raise ValueError(f"handgrad Conv2D supports groups=1 only. Received: groups={self.groups}")
+            raise ValueError(
+                f"handgrad Conv2D supports groups=1 only. Received: groups={self.groups}")
         name = activation_name(self.activation)
         if name not in activations.FUSABLE + ("softmax",):
             raise ValueError(

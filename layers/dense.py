@@ -64,7 +64,7 @@ def activation_name(activation):
 
 @keras.saving.register_keras_serializable(package="handgrad")
 class Dense(keras.layers.Dense):
-    """Densely connected layer, `activation(inputs @ kernel + bias)`, with the backward of eq. 15-18.
+    """Densely connected layer, `activation(inputs @ kernel + bias)`, backward of eq. 15-18.
 
     Args: those of `keras.layers.Dense` (same weight names `kernel`, `bias` and order).
         `activation` may be None/"linear", "relu", "sigmoid", "tanh" (fused into the derived
@@ -86,7 +86,8 @@ class Dense(keras.layers.Dense):
     def build(self, input_shape):
         super().build(input_shape)
         if self.lora_enabled:
-            raise ValueError("handgrad Dense does not derive a LoRA backward; lora_rank must be None.")
+            raise ValueError(
+                "handgrad Dense does not derive a LoRA backward; lora_rank must be None.")
 
     def call(self, inputs, training=None):
         kernel = tf.convert_to_tensor(self.kernel)

@@ -13,7 +13,7 @@ TF's MaxPoolGrad kernel, the one its own max-pool gradient calls, performs exact
 import keras
 import tensorflow as tf
 
-from handgrad.layers._common import normalize_pair, normalize_padding, require_channels_last
+from handgrad.layers._common import normalize_padding, normalize_pair, require_channels_last
 
 
 def max_pool2d(x, pool_size=2, strides=None, padding="valid"):

@@ -13,7 +13,8 @@ SHARED = Path(os.environ.get("HANDGRAD_SHARED", REPO.parent / "shared")).resolve
 def shared_dir():
     if not SHARED.is_dir():
         raise FileNotFoundError(
-            f"The shared data folder is missing: expected {SHARED} (set HANDGRAD_SHARED to move it)."
+            f"The shared data folder is missing: expected {SHARED} "
+            "(set HANDGRAD_SHARED to move it)."
         )
     return SHARED
 

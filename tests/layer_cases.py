@@ -1,0 +1,215 @@
+"""Named layer cases shared by the layer tests: each pairs a handgrad layer with its stock Keras
+twin and an independent NumPy reference of the forward pass."""
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from handgrad import layers as hl
+
+# ---- NumPy references (forward) -------------------------------------------------------------
+
+
+def _same_pad(size, k, s):
+    out = math.ceil(size / s)
+    total = max((out - 1) * s + k - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def np_conv2d(x, w, b=None, strides=1, padding="valid", dilation=1):
+    kh, kw, _, co = w.shape
+    ekh, ekw = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+    r, h, wd, _ = x.shape
+    if padding == "same":
+        oh, t, bt = _same_pad(h, ekh, strides)
+        ow, lf, rt = _same_pad(wd, ekw, strides)
+        x = np.pad(x, [(0, 0), (t, bt), (lf, rt), (0, 0)])
+    else:
+        oh, ow = (h - ekh) // strides + 1, (wd - ekw) // strides + 1
+    out = np.zeros((r, oh, ow, co), x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            rows = slice(i * strides, i * strides + ekh, dilation)
+            cols = slice(j * strides, j * strides + ekw, dilation)
+            patch = x[:, rows, cols]
+            out[:, i, j] = np.einsum("rhwc,hwco->ro", patch, w)
+    return out if b is None else out + b
+
+
+def np_max_pool(x, k, s, padding):
+    r, h, w, c = x.shape
+    if padding == "same":
+        oh, t, bt = _same_pad(h, k, s)
+        ow, lf, rt = _same_pad(w, k, s)
+        x = np.pad(x, [(0, 0), (t, bt), (lf, rt), (0, 0)], constant_values=-np.inf)
+    else:
+        oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    out = np.zeros((r, oh, ow, c), x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            out[:, i, j] = x[:, i * s:i * s + k, j * s:j * s + k].max(axis=(1, 2))
+    return out
+
+
+def np_max_pool_grad(x, dy, k, s, padding):
+    """Routes each window's delta to its first maximum (row-major), summing overlaps."""
+    r, h, w, c = x.shape
+    t = lf = 0
+    if padding == "same":
+        _, t, bt = _same_pad(h, k, s)
+        _, lf, rt = _same_pad(w, k, s)
+        x = np.pad(x, [(0, 0), (t, bt), (lf, rt), (0, 0)], constant_values=-np.inf)
+    dx = np.zeros_like(x)
+    for n in range(r):
+        for ch in range(c):
+            for i in range(dy.shape[1]):
+                for j in range(dy.shape[2]):
+                    win = x[n, i * s:i * s + k, j * s:j * s + k, ch]
+                    a, b = np.unravel_index(np.argmax(win), win.shape)
+                    dx[n, i * s + a, j * s + b, ch] += dy[n, i, j, ch]
+    return dx[:, t:t + h, lf:lf + w]
+
+
+def np_batch_norm(x, gamma, beta, mean, var, eps):
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def np_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_act(name, x):
+    return {"relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+            "tanh": np.tanh, "linear": lambda v: v}[name](x)
+
+
+def np_upsample(x, a, b):
+    return np.repeat(np.repeat(x, a, axis=1), b, axis=2)
+
+
+# ---- cases ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    make: Callable  # () -> handgrad layer
+    twin: Callable  # () -> stock Keras layer with the same behaviour
+    shape: tuple  # input shape
+    reference: Callable  # (x, weights, training) -> NumPy output
+    scale: float = 1.0  # input magnitude (large / small activations)
+    ties: bool = False  # integer-valued inputs with repeated maxima
+    training: bool | None = None  # passed to BatchNormalization
+    # TF has no float64 CPU kernel for dilated Conv2DBackpropInput; that case is bilinear in
+    # (x, W), so a float32 central difference with a large step is exact up to rounding.
+    fd_dtype: str = "float64"
+
+
+def _rand(shape, scale, seed, ties=False):
+    rng = np.random.default_rng(seed)
+    if ties:
+        return rng.integers(0, 3, size=shape).astype(np.float32)
+    # Spaced-out values: no two entries within 1e-2 of each other, and none near 0, so max pooling
+    # and ReLU are differentiable where finite differences probe them.
+    n = int(np.prod(shape))
+    vals = (rng.permutation(n) - n / 2 + 0.5) / max(n / 4, 1.0)
+    return (vals.reshape(shape) * scale).astype(np.float32)
+
+
+def make_input(case, seed=0):
+    return _rand(case.shape, case.scale, seed, case.ties)
+
+
+def _conv_case(name, shape, filters, k, s, padding, dilation=1, activation=None,
+               fd_dtype="float64"):
+    kw = dict(filters=filters, kernel_size=k, strides=s, padding=padding, dilation_rate=dilation,
+              activation=activation, bias_initializer="glorot_uniform")
+
+    def ref(x, w, training):
+        return np_act(activation or "linear", np_conv2d(x, w[0], w[1], s, padding, dilation))
+
+    return Case(name, lambda: hl.Conv2D(**kw), lambda: keras.layers.Conv2D(**kw), shape, ref,
+                fd_dtype=fd_dtype)
+
+
+def _dense_case(name, shape, units, activation=None, scale=1.0):
+    kw = dict(units=units, activation=activation, bias_initializer="glorot_uniform")
+
+    def ref(x, w, training):
+        z = x @ w[0] + w[1]
+        return np_softmax(z) if activation == "softmax" else np_act(activation or "linear", z)
+
+    return Case(name, lambda: hl.Dense(**kw), lambda: keras.layers.Dense(**kw), shape, ref, scale)
+
+
+def _pool_case(name, shape, k, s, padding, ties=False):
+    kw = dict(pool_size=k, strides=s, padding=padding)
+    return Case(name, lambda: hl.MaxPool2D(**kw), lambda: keras.layers.MaxPooling2D(**kw), shape,
+                lambda x, w, t: np_max_pool(x, k, s, padding), ties=ties)
+
+
+def _act_case(name, layer, act, shape, scale):
+    return Case(name, layer, lambda: keras.layers.Activation(act), shape,
+                lambda x, w, t: np_act(act, x), scale)
+
+
+def _bn_case(name, shape, training, scale=1.0, offset_init="glorot_uniform"):
+    kw = dict(momentum=0.9, epsilon=1e-3, beta_initializer=offset_init,
+              gamma_initializer="glorot_uniform", moving_mean_initializer="glorot_uniform",
+              moving_variance_initializer="ones")
+
+    def ref(x, w, training):
+        gamma, beta, mm, mv = w
+        axes = tuple(range(x.ndim - 1))
+        if training:
+            mm, mv = x.mean(axis=axes), x.var(axis=axes)
+        return np_batch_norm(x, gamma, beta, mm, mv, 1e-3)
+
+    return Case(name, lambda: hl.BatchNormalization(**kw),
+                lambda: keras.layers.BatchNormalization(**kw), shape, ref, scale, training=training)
+
+
+CASES = [
+    _dense_case("dense_batch1", (1, 5), 3),
+    _dense_case("dense_relu", (4, 6), 5, "relu"),
+    _dense_case("dense_sigmoid_large", (3, 4), 2, "sigmoid", scale=30.0),
+    _dense_case("dense_tanh_small", (3, 4), 3, "tanh", scale=1e-3),
+    _dense_case("dense_softmax", (4, 5), 3, "softmax"),
+    _dense_case("dense_rank3", (2, 3, 4), 3, "relu"),
+    _conv_case("conv_valid_k3", (2, 7, 7, 3), 4, 3, 1, "valid"),
+    _conv_case("conv_batch1_k5_s2_valid", (1, 9, 9, 2), 3, 5, 2, "valid"),
+    _conv_case("conv_stride2_same_odd", (2, 7, 9, 3), 4, 3, 2, "same"),
+    _conv_case("conv_stride2_same_even", (2, 8, 8, 2), 3, 5, 2, "same"),
+    _conv_case("conv_k1_relu", (2, 5, 5, 3), 4, 1, 1, "valid", activation="relu"),
+    _conv_case("conv_dilated_same", (1, 8, 7, 2), 2, 3, 1, "same", dilation=2, fd_dtype="float32"),
+    _pool_case("pool_2x2", (2, 6, 6, 2), 2, 2, "valid"),
+    _pool_case("pool_overlap_k3_s2", (2, 7, 7, 2), 3, 2, "valid"),
+    _pool_case("pool_overlap_same_odd", (1, 9, 7, 3), 3, 2, "same"),
+    _pool_case("pool_ties", (2, 6, 6, 2), 2, 2, "valid", ties=True),
+    _pool_case("pool_overlap_ties", (1, 7, 7, 2), 3, 2, "same", ties=True),
+    Case("relu", lambda: hl.ReLU(), lambda: keras.layers.ReLU(), (2, 4, 5, 3),
+         lambda x, w, t: np.maximum(x, 0)),
+    _act_case("sigmoid_large", lambda: hl.Sigmoid(), "sigmoid", (2, 3, 4), 20.0),
+    _act_case("sigmoid_small", lambda: hl.Sigmoid(), "sigmoid", (2, 3, 4), 1e-3),
+    _act_case("tanh_large", lambda: hl.Tanh(), "tanh", (2, 3, 4), 10.0),
+    _act_case("tanh_small", lambda: hl.Tanh(), "tanh", (2, 3, 4), 1e-3),
+    Case("softmax", lambda: hl.Softmax(), lambda: keras.layers.Softmax(), (3, 6),
+         lambda x, w, t: np_softmax(x)),
+    Case("softmax_large_axis1", lambda: hl.Softmax(axis=1), lambda: keras.layers.Softmax(axis=1),
+         (2, 5, 3), lambda x, w, t: np_softmax(x, axis=1), scale=50.0),
+    Case("upsample_2x2", lambda: hl.UpSampling2D(), lambda: keras.layers.UpSampling2D(),
+         (2, 3, 5, 2), lambda x, w, t: np_upsample(x, 2, 2)),
+    Case("upsample_3x2", lambda: hl.UpSampling2D((3, 2)), lambda: keras.layers.UpSampling2D((3, 2)),
+         (1, 2, 3, 3), lambda x, w, t: np_upsample(x, 3, 2)),
+    _bn_case("bn_train", (4, 5, 5, 3), True),
+    _bn_case("bn_train_batch1_odd", (1, 3, 5, 2), True),
+    _bn_case("bn_train_large_offset", (3, 4, 4, 2), True, scale=1e3),
+    _bn_case("bn_train_small", (3, 4, 4, 2), True, scale=1e-2),
+    _bn_case("bn_train_dense", (8, 4), True),
+    _bn_case("bn_inference", (2, 5, 5, 3), False),
+]
+CASE_IDS = [c.name for c in CASES]
