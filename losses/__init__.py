@@ -1,2 +1,10 @@
 """Losses with hand-derived gradients: cross-entropy, L2 (eq. 8, 56-57), focal, smooth L1 and the
 detection loss (eq. 59-61)."""
+
+from handgrad.losses.detection import (  # noqa: F401
+    SigmoidFocalLoss,
+    SmoothL1Loss,
+    detection_loss,
+    sigmoid_focal_loss,
+    smooth_l1,
+)
