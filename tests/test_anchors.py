@@ -70,3 +70,10 @@ def test_odd_feature_size_uses_ceil():
 def test_mismatched_levels_raise():
     with pytest.raises(ValueError, match="one tuple of sizes per stride"):
         anchors.generate_anchors(64, [(8.0,)], (1.0,), strides=(8, 16))
+
+
+def test_non_square_image_literal_boxes():
+    boxes = anchors.generate_anchors((16, 8), [(8.0,)], (1.0,), strides=(8,)).numpy()
+    np.testing.assert_allclose(boxes, [[0, 0, 8, 8], [8, 0, 16, 8]])
+    assert anchors.anchors_per_level((640, 512), anchors.anchor_sizes(), (1.0,)) == [
+        15360, 3840, 960, 240]

@@ -20,7 +20,7 @@ ratio). Anchor centres sit at the centre of each feature-map cell, ((y + 0.5) st
 
 Order, which the detector heads follow when they flatten their outputs: level, then row y, then
 column x, then anchor (sizes outer, ratios inner): index = offset_k + (y W_k + x) A + a.
-Feature-map sizes are ceil(image_size / stride), what "same"-padded stride-2 convolutions give.
+Feature-map sizes are ceil(side / stride), what "same"-padded stride-2 convolutions give.
 """
 
 import math
@@ -54,18 +54,35 @@ def cell_anchor_shapes(sizes, aspect_ratios):
     return np.asarray(shapes, np.float32)  # (A, 2)
 
 
-def feature_sizes(image_size, strides=DEFAULT_STRIDES):
-    """Feature-map side per level: ceil(image_size / stride). Works on ints and scalar tensors."""
+def _height_width(image_size):
+    """`image_size` (a side, or a (height, width) pair) -> (height, width)."""
     if isinstance(image_size, int):
-        return [-(-image_size // s) for s in strides]
+        return image_size, image_size
+    if isinstance(image_size, (tuple, list)):
+        if len(image_size) != 2:
+            raise ValueError(f"image_size must be an int or (height, width). "
+                             f"Received: image_size={image_size}")
+        return tuple(image_size)
     image_size = tf.convert_to_tensor(image_size, tf.int32)
-    return [(image_size + s - 1) // s for s in strides]
+    if image_size.shape.rank == 0:
+        return image_size, image_size
+    return image_size[0], image_size[1]
+
+
+def feature_sizes(image_size, strides=DEFAULT_STRIDES):
+    """(H_k, W_k) per level: ceil(side / stride). Python ints in, ints out; tensors work too.
+
+    `image_size`: a side (square input), or a (height, width) pair.
+    """
+    h, w = _height_width(image_size)
+    return [((h + s - 1) // s, (w + s - 1) // s) for s in strides]
 
 
 def anchors_per_level(image_size, sizes_per_level, aspect_ratios, strides=DEFAULT_STRIDES):
-    """Number of anchors on each level for a square `image_size` input (python ints)."""
+    """Number of anchors on each level, H_k W_k A (ints, or scalar tensors for tensor sizes)."""
     per_cell = [len(sizes) * len(aspect_ratios) for sizes in sizes_per_level]
-    return [f * f * a for f, a in zip(feature_sizes(image_size, strides), per_cell, strict=True)]
+    return [h * w * a for (h, w), a in zip(feature_sizes(image_size, strides), per_cell,
+                                           strict=True)]
 
 
 def level_anchors(feature_h, feature_w, stride, sizes, aspect_ratios):
@@ -85,10 +102,11 @@ def level_anchors(feature_h, feature_w, stride, sizes, aspect_ratios):
 
 def generate_anchors(image_size, sizes_per_level=None, aspect_ratios=(1.0,),
                      strides=DEFAULT_STRIDES):
-    """All anchors of a square `image_size` input, levels concatenated: `(A_total, 4)` float32.
+    """All anchors of an input image, levels concatenated: `(A_total, 4)` float32.
 
     Args:
-        image_size: side of the (square) model input in pixels; int or scalar int tensor.
+        image_size: side of a square model input in pixels, or a (height, width) pair; python
+            ints or int tensors.
         sizes_per_level: one tuple of anchor sizes per level (default: `anchor_sizes()`).
         aspect_ratios: height / width ratios, shared by every level.
         strides: the pyramid strides (P3-P6: 8, 16, 32, 64).
@@ -99,14 +117,13 @@ def generate_anchors(image_size, sizes_per_level=None, aspect_ratios=(1.0,),
     if len(sizes_per_level) != len(strides):
         raise ValueError(f"Expected one tuple of sizes per stride. Received: "
                          f"{len(sizes_per_level)} tuples for strides={strides}")
-    levels = [level_anchors(f, f, s, sizes, aspect_ratios)
-              for f, s, sizes in zip(feature_sizes(image_size, strides), strides,
-                                     sizes_per_level, strict=True)]
+    levels = [level_anchors(h, w, s, sizes, aspect_ratios)
+              for (h, w), s, sizes in zip(feature_sizes(image_size, strides), strides,
+                                          sizes_per_level, strict=True)]
     return tf.concat(levels, axis=0)  # (A_total, 4)
 
 
 def level_ids(image_size, sizes_per_level, aspect_ratios, strides=DEFAULT_STRIDES):
     """Pyramid level index (0 = P3) of every anchor: `(A_total,)` int32, for eq. 61 per level."""
-    per_cell = [len(sizes) * len(aspect_ratios) for sizes in sizes_per_level]
-    counts = [f * f * a for f, a in zip(feature_sizes(image_size, strides), per_cell, strict=True)]
+    counts = anchors_per_level(image_size, sizes_per_level, aspect_ratios, strides)
     return tf.repeat(tf.range(len(strides), dtype=tf.int32), tf.stack(counts))  # (A_total,)
