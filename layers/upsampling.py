@@ -30,8 +30,12 @@ def upsample_nearest(x, size=2):
         y = tf.reshape(y, [n, h * a, w * b, c])  # (R, aH, bW, C)
 
         def backward(dy):  # (R, aH, bW, C)
-            blocks = tf.reshape(dy, [n, h, a, w, b, c])  # (R, H, a, W, b, C)
-            return tf.reduce_sum(blocks, axis=[2, 4])  # (R, H, W, C)
+            # The block sum, one axis at a time: reducing the middle axis of a 3-D view is ~6x
+            # faster on CPU than reducing axes (2, 4) of the 6-D view at once.
+            rows = tf.reshape(dy, [n * h, a, w * b * c])  # (R H, a, W b C)
+            rows = tf.reduce_sum(rows, axis=1)  # (R H, W b C)   sum over u
+            cols = tf.reshape(rows, [n * h * w, b, c])  # (R H W, b, C)
+            return tf.reshape(tf.reduce_sum(cols, axis=1), [n, h, w, c])  # sum over v
 
         return y, backward
 
