@@ -1,0 +1,127 @@
+"""Image + box geometry for the face pipeline: keep-aspect resize, horizontal flip, square padding.
+
+Every function takes one image (H, W, C) and its boxes (N, 4) and returns both transformed
+together, so a box always describes the same pixels before and after. Boxes are
+`[ymin, xmin, ymax, xmax]` in pixels of the image they come with (the package convention,
+see DESIGN.md); a box covers the continuous region `ymin <= y < ymax`, `xmin <= x < xmax`, so an
+image of width W spans `x` in `[0, W]` and a box whose `xmax == W` touches the right border.
+
+The seed's augmentation (SEED_NOTES, application 2) is: resize to 512^2, 576^2 or 640^2 and flip
+horizontally with p = 0.5. A plain resize to a square would squash faces, so the image is resized
+keeping its aspect ratio until its longer side equals the target size, then padded with zeros at
+the bottom and the right to the square (`resize_and_pad`). Padding at the bottom/right leaves the
+origin in place, so boxes need no shift and `box / scale` maps predictions back to the original.
+
+All functions are plain TensorFlow ops and work eagerly and inside `tf.data` maps.
+"""
+
+import tensorflow as tf
+
+
+def keep_aspect_size(height, width, size):
+    """Returns the `(new_height, new_width)` int32 of an image resized so its longer side is `size`.
+
+    Args:
+        height, width: scalar int tensors, the original image size (both >= 1).
+        size: scalar int, the target length of the longer side.
+
+    The shorter side is rounded to the nearest integer and kept >= 1.
+    """
+    height = tf.cast(height, tf.float32)
+    width = tf.cast(width, tf.float32)
+    scale = tf.cast(size, tf.float32) / tf.maximum(height, width)
+    new_h = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), 1)
+    return new_h, new_w
+
+
+def resize_keep_aspect(image, boxes, size, method="bilinear"):
+    """Resizes `image` so its longer side is `size`, keeping the aspect ratio; scales the boxes.
+
+    Args:
+        image: (H, W, C) tensor, any dtype; returned as float32.
+        boxes: (N, 4) float32 `[ymin, xmin, ymax, xmax]` in pixels of `image`.
+        size: scalar int, the target length of the longer side.
+        method: a `tf.image.ResizeMethod` name.
+
+    Returns:
+        image: (h', w', C) float32 with `max(h', w') == size`.
+        boxes: (N, 4) float32 in pixels of the resized image.
+        scale: (2,) float32 `[h'/H, w'/W]`; the two differ slightly because h', w' are rounded,
+            and using each axis' own factor keeps the box on the same pixels exactly.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    new_h, new_w = keep_aspect_size(height, width, size)
+    image = tf.image.resize(image, tf.stack([new_h, new_w]), method=method)  # (h', w', C)
+    scale = tf.stack(
+        [
+            tf.cast(new_h, tf.float32) / tf.cast(height, tf.float32),
+            tf.cast(new_w, tf.float32) / tf.cast(width, tf.float32),
+        ]
+    )  # (2,)
+    boxes = tf.convert_to_tensor(boxes, tf.float32) * tf.tile(scale, [2])[tf.newaxis, :]  # (N, 4)
+    return image, boxes, scale
+
+
+def flip_boxes_left_right(boxes, width):
+    """Mirrors `[ymin, xmin, ymax, xmax]` boxes in an image of `width` pixels: x -> width - x.
+
+    The new xmin is `width - xmax` and the new xmax is `width - xmin`, so flipping twice gives the
+    original boxes back.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    width = tf.cast(width, tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
+    return tf.stack([ymin, width - xmax, ymax, width - xmin], axis=-1)  # (N, 4)
+
+
+def flip_left_right(image, boxes):
+    """Flips `image` (H, W, C) horizontally and its boxes (N, 4) with it."""
+    width = tf.shape(image)[1]
+    return tf.image.flip_left_right(image), flip_boxes_left_right(boxes, width)
+
+
+def pad_to_square(image, size):
+    """Pads `image` (h, w, C) with zeros at the bottom and right to (size, size, C).
+
+    Boxes are unchanged by this padding (the origin stays at the top-left corner).
+    """
+    return tf.image.pad_to_bounding_box(image, 0, 0, size, size)
+
+
+def clip_boxes(boxes, height, width):
+    """Clips `[ymin, xmin, ymax, xmax]` boxes (N, 4) to the image `[0, height] x [0, width]`."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    limits = tf.cast(tf.stack([height, width, height, width]), tf.float32)
+    return tf.clip_by_value(boxes, 0.0, limits[tf.newaxis, :])
+
+
+def resize_and_pad(image, boxes, size, flip=False):
+    """The full per-example geometry: keep-aspect resize to `size`, optional flip, square pad.
+
+    Args:
+        image: (H, W, C) tensor, uint8 in [0, 255] or float in [0, 1].
+        boxes: (N, 4) float32 `[ymin, xmin, ymax, xmax]` in pixels of `image`.
+        size: scalar int, the side of the square output.
+        flip: scalar bool (Python or tensor); flip the resized image before padding.
+
+    Returns:
+        image: (size, size, C) float32 in the input's value range (uint8 input is scaled to
+            [0, 1]), the resized image in the top-left corner, zeros elsewhere.
+        boxes: (N, 4) float32 in pixels of the output, clipped to the resized image.
+        scale: (2,) float32 `[sy, sx]`; original pixel = output pixel / scale (before a flip).
+    """
+    if image.dtype == tf.uint8:
+        image = tf.cast(image, tf.float32) / 255.0
+    image, boxes, scale = resize_keep_aspect(image, boxes, size)
+    # Bilinear interpolation can overshoot by float round-off; the model expects [0, 1].
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    shape = tf.shape(image)
+    boxes = clip_boxes(boxes, shape[0], shape[1])
+    image, boxes = tf.cond(
+        tf.convert_to_tensor(flip, tf.bool),
+        lambda: flip_left_right(image, boxes),
+        lambda: (image, boxes),
+    )
+    return pad_to_square(image, size), boxes, scale
