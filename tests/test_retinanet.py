@@ -1,0 +1,137 @@
+"""Face detector: head shapes with literal anchor counts, the hand-derived model against its
+stock-Keras twin (outputs and every gradient of the eq. 61 loss), post-processing on literal
+boxes, the prior-probability bias, saving, and fitting from a tf.data pipeline."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from handgrad.zoo import fpn
+from handgrad.zoo.retinanet import FaceDetector, postprocess
+
+SMALL = dict(backbone_depth=18, base_filters=8, fpn_filters=16, head_filters=16)
+FACES = tf.constant([[[10.0, 12.0, 40.0, 38.0], [60.0, 64.0, 100.0, 96.0], [0, 0, 0, 0]],
+                     [[30.0, 30.0, 50.0, 50.0], [0, 0, 0, 0], [0, 0, 0, 0]]])
+NUM_FACES = tf.constant([2, 1])
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(**SMALL)
+
+
+def _batch_targets(model, images, boxes, num_boxes):
+    per_image = [model.target_fn(images[i], boxes[i], num_boxes[i]) for i in range(len(images))]
+    return {k: tf.stack([t[k] for t in per_image]) for k in per_image[0]}
+
+
+@pytest.mark.parametrize("side, total", [(128, 1020), (192, 2295)], ids=["s128", "s192"])
+def test_head_outputs_follow_anchor_counts(detector, side, total):
+    # 128: (16^2 + 8^2 + 4^2 + 2^2) 3 = 1020; 192: (24^2 + 12^2 + 6^2 + 3^2) 3 = 2295
+    out = detector(np.zeros((1, side, side, 3), np.float32))
+    assert tuple(out["cls_logits"].shape) == (1, total, 1)
+    assert tuple(out["box_deltas"].shape) == (1, total, 4)
+    assert detector.anchors((side, side)).shape[0] == total
+
+
+def test_prior_probability_bias(detector):
+    out = detector(np.random.default_rng(0).random((1, 128, 128, 3), np.float32))
+    p = tf.sigmoid(out["cls_logits"]).numpy()
+    np.testing.assert_allclose(p.mean(), 0.01, rtol=0.05)
+    bias = detector.network.get_layer("cls_head_logits").bias.numpy()
+    np.testing.assert_allclose(bias, -math.log(99.0), rtol=1e-6)
+
+
+def test_fpn_nearest_upsampling_and_p6_sizes():
+    c3, c4, c5 = (keras.Input((s, s, 4)) for s in (16, 8, 4))
+    p = fpn.feature_pyramid(c3, c4, c5, filters=6)
+    assert [tuple(t.shape[1:]) for t in p] == [(16, 16, 6), (8, 8, 6), (4, 4, 6), (2, 2, 6)]
+
+
+@pytest.mark.parametrize("normalization", ["positives", "per_level"])
+def test_handgrad_detector_matches_stock_keras_twin(normalization):
+    """Same weights: same outputs, and the same gradient of eq. 61 for every variable."""
+    kwargs = dict(SMALL, loss_normalization=normalization)
+    ours = FaceDetector(**kwargs)
+    twin = FaceDetector(**kwargs, layers="keras")
+    twin.set_weights(ours.get_weights())
+    images = tf.constant(np.random.default_rng(1).random((2, 128, 128, 3), np.float32))
+    targets = _batch_targets(ours, images, FACES, NUM_FACES)
+
+    grads, outs = [], []
+    for model in (ours, twin):
+        with tf.GradientTape() as tape:
+            out = model(images, training=True)
+            loss = model.compute_detection_loss(targets, out, (128, 128))["loss"]
+        grads.append(tape.gradient(loss, model.trainable_variables))
+        outs.append(out)
+    for key in ("cls_logits", "box_deltas"):
+        np.testing.assert_allclose(outs[0][key].numpy(), outs[1][key].numpy(), atol=1e-4)
+    assert len(grads[0]) == len(grads[1]) == len(ours.trainable_variables)
+    largest = max(np.abs(g.numpy()).max() for g in grads[1])
+    for v, g0, g1 in zip(ours.trainable_variables, grads[0], grads[1], strict=True):
+        if v.path.startswith("conv") and v.path.endswith("_conv/bias"):
+            # a conv bias followed by a training-mode BN has a zero gradient (the BN removes
+            # the mean): both sides must be float noise, far below the largest gradient
+            assert np.abs(g0.numpy()).max() < 1e-2 * largest, v.path
+            assert np.abs(g1.numpy()).max() < 1e-2 * largest, v.path
+            continue
+        scale = max(np.abs(g1.numpy()).max(), 1e-6 * largest)
+        np.testing.assert_allclose(g0.numpy() / scale, g1.numpy() / scale, atol=1e-4,
+                                   err_msg=v.path)
+
+
+# Literal anchors, [ymin, xmin, ymax, xmax] px: level 0 holds a0..a3, level 1 holds a4.
+ANCHORS = tf.constant([[0, 0, 10, 10], [0, 1, 10, 11], [20, 20, 30, 30], [0, 10, 10, 20],
+                       [0, 0, 20, 20]], tf.float32)
+LOGITS = tf.constant([[[3.0], [2.5], [-10.0], [0.0], [1.0]]])  # (1, 5, 1)
+DELTAS = tf.constant([[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 0]]])
+
+
+def test_postprocess_literal_boxes():
+    # a1 overlaps a0 (IoU 0.82): suppressed; a2 scores below 0.05; a3 moves down by
+    # 1 * 0.1 * 10 = 1 px; a4 and a3 are clipped to the 16 x 16 image.
+    out = postprocess(LOGITS, DELTAS, ANCHORS, [4, 1], (16, 16), (0.1, 0.1, 0.2, 0.2),
+                      pre_nms_top_k=3, score_threshold=0.05, iou_threshold=0.4,
+                      max_detections=5)
+    assert out["num_detections"].numpy().tolist() == [3]
+    np.testing.assert_allclose(out["boxes"].numpy()[0, :3],
+                               [[0, 0, 10, 10], [0, 0, 16, 16], [1, 10, 11, 16]], atol=1e-5)
+    np.testing.assert_allclose(out["scores"].numpy()[0],
+                               [1 / (1 + math.exp(-3)), 1 / (1 + math.exp(-1)), 0.5, 0, 0],
+                               rtol=1e-6)
+
+
+def test_postprocess_top_k_is_per_level():
+    out = postprocess(LOGITS, DELTAS, ANCHORS, [4, 1], (16, 16), (0.1, 0.1, 0.2, 0.2),
+                      pre_nms_top_k=1, max_detections=5)
+    assert out["num_detections"].numpy().tolist() == [2]  # a0 from level 0, a4 from level 1
+    np.testing.assert_allclose(out["boxes"].numpy()[0, :2], [[0, 0, 10, 10], [0, 0, 16, 16]])
+
+
+def test_default_max_detections_and_config_round_trip(tmp_path):
+    model = FaceDetector(**SMALL, score_threshold=0.3, aspect_ratios=(1.0, 1.25))
+    config = model.get_config()
+    assert config["max_detections"] == 750 and config["aspect_ratios"] == (1.0, 1.25)
+    images = np.random.default_rng(2).random((1, 128, 128, 3)).astype(np.float32)
+    path = tmp_path / "detector.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, FaceDetector) and loaded.get_config() == config
+    np.testing.assert_allclose(loaded(images)["box_deltas"].numpy(),
+                               model(images)["box_deltas"].numpy(), atol=1e-6)
+    assert loaded.detect(images)["boxes"].shape == (1, 750, 4)
+
+
+def test_fit_from_tf_data_with_target_fn():
+    model = FaceDetector(**SMALL)
+    images = np.random.default_rng(3).random((2, 128, 128, 3)).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((images, FACES, NUM_FACES))
+    ds = ds.map(lambda im, b, n: (im, model.target_fn(im, b, n))).batch(2)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(ds, epochs=5, verbose=0).history  # one step per epoch, same batch
+    assert set(history) == {"loss", "cls_loss", "box_loss"}
+    assert history["loss"][-1] < 0.9 * history["loss"][0]

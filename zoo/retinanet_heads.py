@@ -1,0 +1,100 @@
+"""RetinaNet heads for the face detector, and the full detector network (backbone + FPN + heads).
+
+Heads (seed section 3.5.2; RetinaNet has 4 hidden convolutions in each head, the seed 3 and 2),
+shared across the pyramid levels P3-P6 (the same layer objects are applied to every level):
+    classification: `num_cls_convs` x [Conv3x3(head_filters) + ReLU], then Conv3x3(A) -> one face
+                    logit per anchor (the RetinaNet sigmoid form for K = 1 class; the seed's K + 1
+                    softmax outputs would only add a redundant background output)
+    regression:     `num_box_convs` x [Conv3x3(head_filters) + ReLU], then Conv3x3(4 A) -> the
+                    encoded box `[t_y, t_x, t_h, t_w]` of each anchor (see box_ops.py)
+Initialisation as RetinaNet: hidden and output kernels N(0, 0.01^2), biases 0, except the class
+output bias b = -log((1 - pi) / pi) with prior pi = 0.01, so every anchor starts at p = pi and
+the ~10^4 background anchors do not swamp the first iterations' loss.
+
+The per-level outputs are flattened in the anchor order of anchors.py (level, row, column,
+anchor) and concatenated: cls_logits `(B, A_total, 1)`, box_deltas `(B, A_total, 4)`.
+"""
+
+import math
+
+import keras
+
+import handgrad.layers
+from handgrad.zoo import fpn, resnet
+
+
+def detection_heads(features, num_anchors, head_filters=256, num_cls_convs=3, num_box_convs=2,
+                    prior_probability=0.01, layers=None):
+    """Applies the shared class and box heads to every pyramid level.
+
+    Args:
+        features: [P3, ..., P6] symbolic tensors `(B, H_k, W_k, C)`.
+        num_anchors: anchors per cell A (sizes per level x aspect ratios).
+        head_filters, num_cls_convs, num_box_convs: the hidden convolutions.
+        prior_probability: pi of the class output bias.
+        layers: the layers namespace (default `handgrad.layers`).
+    Returns: (cls_logits `(B, A_total, 1)`, box_deltas `(B, A_total, 4)`).
+    """
+    if not 0.0 < prior_probability < 1.0:
+        raise ValueError(f"prior_probability must lie in (0, 1). "
+                         f"Received: prior_probability={prior_probability}")
+    layers = handgrad.layers if layers is None else layers
+
+    def init():
+        return keras.initializers.RandomNormal(stddev=0.01)
+
+    def tower(prefix, n):
+        return [layers.Conv2D(head_filters, 3, padding="same", activation="relu",
+                              kernel_initializer=init(), name=f"{prefix}_conv{i + 1}")
+                for i in range(n)]
+
+    cls_tower, box_tower = tower("cls_head", num_cls_convs), tower("box_head", num_box_convs)
+    prior_bias = -math.log((1.0 - prior_probability) / prior_probability)
+    cls_out = layers.Conv2D(num_anchors, 3, padding="same", kernel_initializer=init(),
+                            bias_initializer=keras.initializers.Constant(prior_bias),
+                            name="cls_head_logits")
+    box_out = layers.Conv2D(4 * num_anchors, 3, padding="same", kernel_initializer=init(),
+                            name="box_head_deltas")
+
+    cls_levels, box_levels = [], []
+    for k, feature in enumerate(features):
+        c = b = feature
+        for conv in cls_tower:
+            c = conv(c)
+        for conv in box_tower:
+            b = conv(b)
+        c = cls_out(c)  # (B, H_k, W_k, A)
+        b = box_out(b)  # (B, H_k, W_k, 4 A)
+        cls_levels.append(keras.layers.Reshape((-1, 1), name=f"cls_flat_p{k + 3}")(c))
+        box_levels.append(keras.layers.Reshape((-1, 4), name=f"box_flat_p{k + 3}")(b))
+    # (B, H_k*W_k*A, 1) and (B, H_k*W_k*A, 4) per level -> (B, A_total, 1), (B, A_total, 4)
+    cls_logits = keras.layers.Concatenate(axis=1, name="cls_logits")(cls_levels)
+    box_deltas = keras.layers.Concatenate(axis=1, name="box_deltas")(box_levels)
+    return cls_logits, box_deltas
+
+
+def detector_network(backbone_depth=50, base_filters=64, fpn_filters=256, head_filters=256,
+                     num_cls_convs=3, num_box_convs=2, num_anchors=3, prior_probability=0.01,
+                     input_shape=(None, None, 3), freeze_backbone_bn=False, layers=None,
+                     name="face_retinanet"):
+    """Images in [0, 1] -> {"cls_logits": (B, A_total, 1), "box_deltas": (B, A_total, 4)}.
+
+    ImageNet preprocessing (`resnet.ImageNetPreprocess`), ResNet backbone (nested model named
+    f"resnet{depth}"), FPN P3-P6, shared heads. `layers=keras.layers` builds the stock twin.
+    `freeze_backbone_bn` makes the backbone's batch norms use their running statistics
+    (RetinaNet's practice with ImageNet weights and small batches).
+    """
+    layers = handgrad.layers if layers is None else layers
+    images = keras.Input(shape=input_shape, name="images")
+    x = resnet.ImageNetPreprocess(name="imagenet_preprocess")(images)
+    backbone = resnet.resnet_backbone(backbone_depth, input_shape=input_shape, layers=layers,
+                                      base_filters=base_filters)
+    if freeze_backbone_bn:
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    c3, c4, c5 = backbone(x)
+    features = fpn.feature_pyramid(c3, c4, c5, fpn_filters, layers=layers)
+    cls_logits, box_deltas = detection_heads(features, num_anchors, head_filters, num_cls_convs,
+                                             num_box_convs, prior_probability, layers=layers)
+    return keras.Model(images, {"cls_logits": cls_logits, "box_deltas": box_deltas}, name=name)
