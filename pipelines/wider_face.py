@@ -262,8 +262,9 @@ def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), fl
             because only paths and boxes are shuffled, before decoding).
         seed: makes shuffling, sizes and flips deterministic (each epoch still differs).
         eval_size: the single size used when `training=False` (default: max(image_sizes)).
-        source: "files" (official layout under data_dir) or "tfds" (`wider_face`, already
-            prepared in `tfds_data_dir`; never downloads).
+        source: "files" (official layout under data_dir), "tfds" (`wider_face`, already
+            prepared in `tfds_data_dir`; never downloads) or "auto" (files when the annotation
+            file is found under data_dir, else TFDS).
         skip_counter: an optional `SkipCounter` that counts images skipped as undecodable.
 
     Returns:
@@ -282,6 +283,12 @@ def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), fl
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     sizes = tf.constant(list(image_sizes), tf.int32)
     counter = skip_counter or SkipCounter()
+    if source == "auto":
+        try:
+            find_annotation_file(data_dir, split)
+            source = "files"
+        except FileNotFoundError:
+            source = "tfds"
     if source == "files":
         ds, num = _file_source(data_dir, split)
         if training:
@@ -294,7 +301,7 @@ def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), fl
         if training:
             ds = ds.shuffle(shuffle_buffer or 1024, seed=seed, reshuffle_each_iteration=True)
     else:
-        raise ValueError(f"source must be 'files' or 'tfds'. Received: source={source!r}")
+        raise ValueError(f"source must be 'files', 'tfds' or 'auto'. Received: source={source!r}")
 
     if training:
         size_ids = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(

@@ -138,3 +138,26 @@ def test_evaluation_and_pipeline_run_on_it(synthetic):
                                        rtol=1e-5, atol=1e-3)
             seen += 1
     assert seen == NUM_VAL
+
+
+def test_detector_results_map_back_and_evaluate(synthetic, tmp_path):
+    root, _ = synthetic
+    ds = wider_face.make_dataset(root, "val", batch_size=3, training=False, eval_size=96,
+                                 max_boxes=40)
+    batches = iter(ds)
+
+    def oracle(images):
+        # A "detector" that returns the pipeline's own boxes, in model-input pixels.
+        _, labels = next(batches)
+        k = labels["boxes"].shape[1]
+        return labels["boxes"], np.tile(np.linspace(1, 0.5, k), (images.shape[0], 1)), \
+            labels["num_boxes"]
+
+    assert wider_eval.wider_results.write_dataset_predictions(oracle, ds, tmp_path) == NUM_VAL
+    results = wider_eval.read_results(tmp_path)
+    for record in wider_face.parse_annotations(wider_face.find_annotation_file(root, "val")):
+        boxes, _ = results[wider_eval.wider_results.image_key(record.path)]
+        # Mapped back through `scale` onto the original pixels (3 decimals in the files).
+        np.testing.assert_allclose(boxes, record.boxes, atol=2e-3)
+    gt_dir = wider_eval.find_ground_truth_dir(root)
+    assert wider_eval.evaluate(tmp_path, gt_dir) == dict.fromkeys(wider_eval.SETTINGS, 1.0)

@@ -102,3 +102,41 @@ def read_results(pred_dir):
     for path in sorted(pred_dir.glob("*/*.txt")):
         results[f"{path.parent.name}/{path.stem}"] = read_result_file(path)
     return results
+
+
+def write_dataset_predictions(predict_fn, dataset, out_dir, *, min_score=None):
+    """Runs a detector over an evaluation dataset and writes one result file per image.
+
+    Args:
+        predict_fn: `f(images (B, S, S, 3)) -> (boxes (B, K, 4), scores (B, K), num (B,))` with
+            boxes `[ymin, xmin, ymax, xmax]` in model-input pixels (the output layout of
+            `tf.image.combined_non_max_suppression` minus its classes), or a dict with keys
+            "boxes", "scores" and "num_detections" / "valid_detections".
+        dataset: `pipelines.wider_face.make_dataset(..., training=False)`; its labels carry
+            "image_path", "scale" and "original_size".
+        out_dir: the prediction folder.
+        min_score: optional; drop detections scoring below it.
+
+    Returns:
+        The number of images written. Boxes are mapped back to original pixels with
+        `box / scale` and clipped to the original image.
+    """
+    written = 0
+    for images, labels in dataset:
+        out = predict_fn(images)
+        if isinstance(out, dict):
+            num = out.get("num_detections", out.get("valid_detections"))
+            out = (out["boxes"], out["scores"], num)
+        boxes, scores, num = (np.asarray(v) for v in out[:3])
+        scale = np.asarray(labels["scale"], np.float64)  # (B, 2) [sy, sx]
+        size = np.asarray(labels["original_size"], np.float64)  # (B, 2) [H, W]
+        for b, path in enumerate(np.asarray(labels["image_path"])):
+            k = int(num[b])
+            box = boxes[b, :k].astype(np.float64) / np.tile(scale[b], 2)  # (k, 4) original px
+            box = np.clip(box, 0.0, np.tile(size[b], 2))
+            score = scores[b, :k].astype(np.float64)
+            if min_score is not None:
+                box, score = box[score >= min_score], score[score >= min_score]
+            write_results(out_dir, path.decode() if isinstance(path, bytes) else path, box, score)
+            written += 1
+    return written
