@@ -1,0 +1,94 @@
+"""`handgrad-export`: a trained model_dir -> SavedModel (+ .keras copy, + optional TFLite).
+
+    handgrad-export --model_dir=runs/mnist_cnn --export_dir=exports/mnist_cnn [--tflite]
+    handgrad-export --model_dir=runs/face --export_dir=exports/face --input_size=640 \\
+        --score_threshold=0.5 --iou_threshold=0.4 --max_detections=750
+
+Writes into export_dir:
+    saved_model.pb, variables/   the SavedModel: signatures as in serving.py, custom gradients kept
+    model.keras                  the Keras model (`keras.models.load_model` after `import handgrad`)
+    model_float32.tflite, model_int8.tflite   with --tflite (see tflite.py)
+Check an export with `saved_model_cli show --dir EXPORT_DIR --all`.
+"""
+
+import shutil
+from pathlib import Path
+
+import keras
+from absl import app, flags
+
+import handgrad.layers  # noqa: F401  (registers the layers for loading model.keras)
+import handgrad.losses  # noqa: F401
+from handgrad.export import serving, tflite
+from handgrad.zoo import configs
+from handgrad.zoo.evaluate import saved_config
+
+
+def build_module(model, task, input_size=640, score_threshold=0.5, iou_threshold=0.4,
+                 max_detections=750):
+    """The serving module for a model of `task` ("mnist" or "face"); MNIST ignores the
+    detector's arguments."""
+    if task == "mnist":
+        return serving.MnistServing(model)
+    if task == "face":
+        return serving.FaceServing(model, input_size, score_threshold, iou_threshold,
+                                   max_detections)
+    raise ValueError(f"No serving signature for task {task!r}; known: mnist, face")
+
+
+def export_model(model_dir, export_dir, config=None, tflite_modes=(), **serving_args):
+    """Exports `model_dir/model.keras`; returns the export folder.
+
+    Args:
+        model_dir: a `handgrad-train` output folder. export_dir: where to write.
+        config: a config name or object; default: the one saved in `model_dir/config.json`.
+        tflite_modes: any of "float32", "int8".
+        **serving_args: input_size, score_threshold, iou_threshold, max_detections (detector).
+    """
+    model_path = Path(model_dir) / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"export/export.py: {model_path} not found; train first with "
+                                "handgrad-train --model_dir=...")
+    if config is None:
+        config = saved_config(model_dir)
+    elif isinstance(config, str):
+        config = configs.get_config(config)
+    export_dir = Path(export_dir)
+    module = build_module(keras.models.load_model(model_path), config.task, **serving_args)
+    serving.save(module, export_dir)
+    shutil.copy2(model_path, export_dir / "model.keras")
+    for mode in tflite_modes:
+        (export_dir / f"model_{mode}.tflite").write_bytes(tflite.convert(module, mode))
+    return export_dir
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    flags.DEFINE_string("config", None, "Config name; default: model_dir/config.json.")
+    flags.DEFINE_string("model_dir", None, "handgrad-train output folder.", required=True)
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True)
+    flags.DEFINE_bool("tflite", False, "Also write float32 and dynamic-range int8 TFLite files.")
+    flags.DEFINE_integer("input_size", 640, "Detector: side of the square input (x 64).",
+                         lower_bound=64)
+    flags.DEFINE_float("score_threshold", 0.5, "Detector: lowest score kept.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("iou_threshold", 0.4, "Detector: NMS IoU threshold.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_integer("max_detections", 750, "Detector: boxes kept per image.", lower_bound=1)
+
+
+def main(argv):
+    del argv
+    out = export_model(
+        FLAGS.model_dir, FLAGS.export_dir, FLAGS.config,
+        tflite_modes=tflite.MODES if FLAGS.tflite else (), input_size=FLAGS.input_size,
+        score_threshold=FLAGS.score_threshold, iou_threshold=FLAGS.iou_threshold,
+        max_detections=FLAGS.max_detections)
+    print(f"export_dir={out}")
+
+
+def run():
+    _define_flags()
+    app.run(main)

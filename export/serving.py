@@ -1,0 +1,152 @@
+"""Serving modules: the graphs a SavedModel exposes to TF Serving, with no handgrad code needed
+to run them.
+
+Face detector (`FaceServing`):
+    serving_default(images: uint8 [batch, height, width, 3])   any size; resized in the graph
+    image_bytes(image_bytes: string [batch])                     encoded JPEG / PNG / BMP / GIF
+    -> boxes: float32 [batch, D, 4] `[ymin, xmin, ymax, xmax]` in the ORIGINAL image's pixels,
+       scores: float32 [batch, D], num_detections: int32 [batch]   (zero-padded past the count)
+    Each image is resized keeping its aspect ratio until its longer side is `input_size`, then
+    padded at the bottom/right to a square (the training pipeline's `resize_and_pad`), so a box
+    maps back to the original by dividing by that one scale factor.
+MNIST (`MnistServing`):
+    serving_default(images: uint8 [batch, 28, 28] or [batch, 28, 28, 1])
+    -> probabilities: float32 [batch, 10], classes: int64 [batch]
+Both also keep `forward(x: float32)`, the differentiable model function, and `trainable_weights`,
+so a reloaded SavedModel can be fine-tuned through the saved hand-derived gradients
+(SaveOptions(experimental_custom_gradients=True)).
+Wrong dtypes are refused by the signature itself; wrong shapes and undecodable bytes fail with an
+InvalidArgumentError that says what was expected.
+"""
+
+import tensorflow as tf
+
+from handgrad.pipelines.augment import resize_and_pad
+
+NO_BOXES = tf.zeros([0, 4], tf.float32)
+
+
+def _track_variables(module, model):
+    """Lists the Keras model's variables on the module as plain tf.Variables: the TF1-style
+    loaders (TF Serving, saved_model_cli run) restore only variables tracked this way (the running
+    BN statistics were missing otherwise), and a reloaded model exposes them for fine-tuning."""
+    module.trainable_weights = [v.value for v in model.trainable_weights]
+    module.non_trainable_weights = [v.value for v in model.non_trainable_weights]
+
+
+class MnistServing(tf.Module):
+    """Wraps a Keras MNIST classifier `(B, 28, 28, 1)` float [0, 1] -> `(B, 10)` probabilities."""
+
+    def __init__(self, model):
+        super().__init__(name="mnist_serving")
+        self.model = model
+        _track_variables(self, model)
+        self.forward = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32, name="x")])
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
+    def serve(self, images):
+        shape = tf.concat([tf.shape(images), [1, 1, 1, 1]], axis=0)  # safe to index past the rank
+        rank = tf.rank(images)
+        ok = tf.logical_and(
+            tf.logical_and(tf.equal(shape[1], 28), tf.equal(shape[2], 28)),
+            tf.logical_or(tf.equal(rank, 3), tf.logical_and(tf.equal(rank, 4),
+                                                             tf.equal(shape[3], 1))))
+        check = tf.debugging.Assert(ok, [
+            "images: expected uint8 [batch, 28, 28] or [batch, 28, 28, 1]; received shape",
+            tf.shape(images)])
+        with tf.control_dependencies([check]):
+            x = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 28, 28, 1])  # (B, 28, 28, 1)
+        probabilities = self.forward(x)  # (B, 10)
+        return {"probabilities": probabilities,
+                "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 28, 28, 1], tf.float32, name="x")])
+    def tflite_fn(self, x):
+        return {"probabilities": self.model(x, training=False)}
+
+    def signatures(self):
+        return {"serving_default": self.serve}
+
+
+class FaceServing(tf.Module):
+    """Wraps a `FaceDetector` with fixed post-processing thresholds and any-size image input.
+
+    Args:
+        detector: a `handgrad.zoo.retinanet.FaceDetector`.
+        input_size: side of the square the detector sees (a multiple of 64).
+        score_threshold, iou_threshold, max_detections: post-processing, fixed at export time.
+    """
+
+    def __init__(self, detector, input_size=640, score_threshold=0.5, iou_threshold=0.4,
+                 max_detections=750):
+        super().__init__(name="face_serving")
+        if input_size % 64:
+            raise ValueError(f"input_size must be a multiple of 64 (P6 has stride 64). "
+                             f"Received: input_size={input_size}")
+        self.detector = detector
+        _track_variables(self, detector)
+        self.input_size = int(input_size)
+        self._thresholds = dict(score_threshold=float(score_threshold),
+                                iou_threshold=float(iou_threshold),
+                                max_detections=int(max_detections))
+        s = self.input_size
+        self.forward = tf.function(
+            lambda x: self.detector(x, training=False),
+            input_signature=[tf.TensorSpec([None, s, s, 3], tf.float32, name="x")])
+        self.tflite_fn = tf.function(
+            self.tflite_fn, input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32, name="x")])
+
+    def _prepare(self, image):
+        """uint8 (H, W, 3) -> float (S, S, 3) in [0, 1], scale, (H, W)."""
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        x = tf.cast(image, tf.float32) / 255.0
+        x, _, scale = resize_and_pad(x, NO_BOXES, self.input_size)
+        return x, scale, hw
+
+    def _detect(self, images, scales, sizes):
+        """images (B, S, S, 3); scales (B,); sizes (B, 2) -> boxes in original pixels."""
+        out = self.detector.detect(images, **self._thresholds)
+        limits = tf.tile(sizes, [1, 2])[:, None, :]  # (B, 1, 4): [h, w, h, w]
+        boxes = tf.clip_by_value(out["boxes"] / scales[:, None, None], 0.0, limits)  # (B, D, 4)
+        return {"boxes": boxes, "scores": out["scores"],
+                "num_detections": tf.cast(out["num_detections"], tf.int32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve_images(self, images):
+        tf.debugging.assert_positive(tf.shape(images)[1:3],
+                                     message="images: height and width must be >= 1")
+        x, scales, sizes = tf.map_fn(
+            self._prepare, images,
+            fn_output_signature=(tf.float32, tf.float32, tf.TensorSpec([2], tf.float32)))
+        return self._detect(x, scales, sizes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(self, image_bytes):
+        def decode(data):
+            # decode_image fails with "Unknown image file format. One of JPEG, PNG, GIF, BMP
+            # required." on bytes that are no image: the expected formats, named.
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            return self._prepare(image)
+
+        x, scales, sizes = tf.map_fn(
+            decode, image_bytes,
+            fn_output_signature=(tf.TensorSpec([self.input_size, self.input_size, 3], tf.float32),
+                                 tf.float32, tf.TensorSpec([2], tf.float32)))
+        return self._detect(x, scales, sizes)
+
+    def tflite_fn(self, x):
+        """`(1, S, S, 3)` float [0, 1] -> boxes in the S x S input's pixels (see tflite.py)."""
+        out = self.detector.detect(x, **self._thresholds)
+        return {"boxes": out["boxes"], "scores": out["scores"],
+                "num_detections": tf.cast(out["num_detections"], tf.int32)}
+
+    def signatures(self):
+        return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
+
+
+def save(module, export_dir):
+    """Writes `module` as a SavedModel with its signatures and the custom gradients."""
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=True)
+    tf.saved_model.save(module, str(export_dir), signatures=module.signatures(), options=options)
