@@ -61,6 +61,27 @@ def postprocess(cls_logits, box_deltas, anchors, level_counts, image_hw, varianc
             "num_detections": nms.valid_detections}
 
 
+def make_target_fn(min_anchor_size=14.0, max_anchor_size=220.0, scales_per_level=3,
+                   aspect_ratios=(1.0,), variances=box_ops.DEFAULT_VARIANCES, positive_iou=0.5,
+                   negative_iou=0.4, strides=anchor_lib.DEFAULT_STRIDES):
+    """Per-example target encoder for tf.data (the WIDER pipeline's `target_fn`).
+
+    Returns `fn(image (H, W, 3), boxes (M, 4) px padded, num_boxes ()) -> {"cls_targets" (A,)
+    1 face / 0 background / -1 ignored, "box_targets" (A, 4)}` (box_ops.encode_targets), with
+    the anchors of the image's own size. Pure TensorFlow: safe in a parallel `map`.
+    """
+    sizes = anchor_lib.anchor_sizes(min_anchor_size, max_anchor_size, len(strides),
+                                    scales_per_level)
+    aspect_ratios, variances = tuple(aspect_ratios), tuple(variances)
+
+    def target_fn(image, boxes, num_boxes):
+        anchors = anchor_lib.generate_anchors(tf.shape(image)[0:2], sizes, aspect_ratios, strides)
+        return box_ops.encode_targets(boxes, num_boxes, anchors, variances, positive_iou,
+                                      negative_iou)
+
+    return target_fn
+
+
 @keras.saving.register_keras_serializable(package="handgrad")
 class FaceDetector(keras.Model):
     """RetinaNet-style face detector: ResNet + FPN P3-P6 + shared heads, one class.
@@ -112,6 +133,7 @@ class FaceDetector(keras.Model):
             num_box_convs, scales_per_level * len(self.aspect_ratios), prior_probability,
             input_shape=(input_size, input_size, 3), freeze_backbone_bn=freeze_backbone_bn,
             layers=_LAYERS[layers])
+        self.built = True  # the functional network inside is complete
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
@@ -131,10 +153,11 @@ class FaceDetector(keras.Model):
         Args: image `(H, W, 3)`; boxes `(M, 4)` px, padded; num_boxes scalar.
         Returns: {"cls_targets": `(A,)` 1/0/-1, "box_targets": `(A, 4)`} (box_ops.encode_targets).
         """
-        image_hw = tf.shape(image)[0:2]
         c = self._config
-        return box_ops.encode_targets(boxes, num_boxes, self.anchors(image_hw), self.variances,
-                                      c["positive_iou"], c["negative_iou"])
+        return make_target_fn(c["min_anchor_size"], c["max_anchor_size"],
+                              c["scales_per_level"], self.aspect_ratios, self.variances,
+                              c["positive_iou"], c["negative_iou"], self.strides)(
+            image, boxes, num_boxes)
 
     # --- loss and training ---------------------------------------------------------------
     def compute_detection_loss(self, targets, outputs, image_hw):
