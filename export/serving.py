@@ -8,7 +8,7 @@ Face detector (`FaceServing`):
        scores: float32 [batch, D], num_detections: int32 [batch]   (zero-padded past the count)
     Each image is resized keeping its aspect ratio until its longer side is `input_size`, then
     padded at the bottom/right to a square (the training pipeline's `resize_and_pad`), so a box
-    maps back to the original by dividing by that one scale factor.
+    maps back to the original by dividing by the per-axis scale factors [sy, sx].
 MNIST (`MnistServing`):
     serving_default(images: uint8 [batch, 28, 28] or [batch, 28, 28, 1])
     -> probabilities: float32 [batch, 10], classes: int64 [batch]
@@ -99,17 +99,17 @@ class FaceServing(tf.Module):
             self.tflite_fn, input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32, name="x")])
 
     def _prepare(self, image):
-        """uint8 (H, W, 3) -> float (S, S, 3) in [0, 1], scale, (H, W)."""
+        """uint8 (H, W, 3) -> float (S, S, 3) in [0, 1], scale [sy, sx], (H, W)."""
         hw = tf.cast(tf.shape(image)[:2], tf.float32)
-        x = tf.cast(image, tf.float32) / 255.0
-        x, _, scale = resize_and_pad(x, NO_BOXES, self.input_size)
+        x, _, scale = resize_and_pad(image, NO_BOXES, self.input_size)  # uint8 -> [0, 1]
         return x, scale, hw
 
     def _detect(self, images, scales, sizes):
-        """images (B, S, S, 3); scales (B,); sizes (B, 2) -> boxes in original pixels."""
+        """images (B, S, S, 3); scales, sizes (B, 2) -> boxes in original pixels."""
         out = self.detector.detect(images, **self._thresholds)
+        per_coord = tf.tile(scales, [1, 2])[:, None, :]  # (B, 1, 4): [sy, sx, sy, sx]
         limits = tf.tile(sizes, [1, 2])[:, None, :]  # (B, 1, 4): [h, w, h, w]
-        boxes = tf.clip_by_value(out["boxes"] / scales[:, None, None], 0.0, limits)  # (B, D, 4)
+        boxes = tf.clip_by_value(out["boxes"] / per_coord, 0.0, limits)  # (B, D, 4)
         return {"boxes": boxes, "scores": out["scores"],
                 "num_detections": tf.cast(out["num_detections"], tf.int32)}
 
@@ -119,21 +119,22 @@ class FaceServing(tf.Module):
                                      message="images: height and width must be >= 1")
         x, scales, sizes = tf.map_fn(
             self._prepare, images,
-            fn_output_signature=(tf.float32, tf.float32, tf.TensorSpec([2], tf.float32)))
+            fn_output_signature=(tf.float32, tf.TensorSpec([2], tf.float32),
+                                 tf.TensorSpec([2], tf.float32)))
         return self._detect(x, scales, sizes)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(self, image_bytes):
         def decode(data):
-            # decode_image fails with "Unknown image file format. One of JPEG, PNG, GIF, BMP
-            # required." on bytes that are no image: the expected formats, named.
+            # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
+            # BMP, WebP required." on bytes that are no image: the expected formats, named.
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             return self._prepare(image)
 
         x, scales, sizes = tf.map_fn(
             decode, image_bytes,
             fn_output_signature=(tf.TensorSpec([self.input_size, self.input_size, 3], tf.float32),
-                                 tf.float32, tf.TensorSpec([2], tf.float32)))
+                                 tf.TensorSpec([2], tf.float32), tf.TensorSpec([2], tf.float32)))
         return self._detect(x, scales, sizes)
 
     def tflite_fn(self, x):

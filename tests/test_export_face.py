@@ -1,0 +1,134 @@
+"""Face-detector serving: geometry of the any-size signatures (boxes come back in the ORIGINAL
+image's pixels), the encoded-bytes signature, saved_model_cli, and bad input.
+
+The geometry tests wrap an oracle "detector" that boxes the bright pixels of its input: what the
+signature gets back is then fixed by the image alone, so a known rectangle drawn in a non-square
+image must come back as that rectangle, within the resize's rounding (one input pixel of the
+square, i.e. 1 / scale original pixels, plus one for the bilinear edge).
+"""
+
+import io
+import shutil
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from handgrad.export.serving import FaceServing, save
+
+INPUT_SIZE = 128
+
+
+class BrightBoxOracle(keras.Model):
+    """Returns the bounding box of the pixels brighter than 0.5 (one detection per image)."""
+
+    def call(self, images, training=None):
+        return images
+
+    def detect(self, images, score_threshold, iou_threshold, max_detections):
+        mask = images[..., 0] > 0.5  # (B, S, S)
+        rows, cols = tf.reduce_any(mask, axis=2), tf.reduce_any(mask, axis=1)  # (B, S)
+
+        def extent(line):  # (B, S) bool -> first index, last index + 1
+            idx = tf.range(tf.shape(line)[1], dtype=tf.float32)[None]
+            first = tf.reduce_min(tf.where(line, idx, 1e9), axis=1)
+            last = tf.reduce_max(tf.where(line, idx, -1.0), axis=1) + 1
+            return first, last
+
+        (y0, y1), (x0, x1) = extent(rows), extent(cols)
+        boxes = tf.stack([y0, x0, y1, x1], axis=-1)[:, None]  # (B, 1, 4)
+        pad = max_detections - 1
+        batch = tf.shape(images)[0]
+        return {"boxes": tf.pad(boxes, [[0, 0], [0, pad], [0, 0]]),
+                "scores": tf.pad(tf.ones([batch, 1]), [[0, 0], [0, pad]]),
+                "num_detections": tf.ones([batch], tf.int32)}
+
+
+def _image(height, width, box):
+    y0, x0, y1, x1 = box
+    image = np.zeros((height, width, 3), np.uint8)
+    image[y0:y1, x0:x1] = 255
+    return image
+
+
+def _png(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("face_export")
+    save(FaceServing(BrightBoxOracle(), input_size=INPUT_SIZE, max_detections=5), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(export_dir):
+    return tf.saved_model.load(str(export_dir))
+
+
+CASES = {"wide_300x500": (300, 500, (60, 100, 180, 300)),
+         "tall_500x300": (500, 300, (250, 40, 420, 200)),
+         "small_90x70": (90, 70, (10, 20, 50, 60))}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_uint8_signature_returns_boxes_in_original_pixels(loaded, case):
+    height, width, box = CASES[case]
+    out = loaded.signatures["serving_default"](images=tf.constant(_image(height, width, box)[None]))
+    assert int(out["num_detections"][0]) == 1
+    tolerance = max(height, width) / INPUT_SIZE + 1
+    np.testing.assert_allclose(out["boxes"][0, 0].numpy(), box, atol=tolerance)
+
+
+def test_bytes_signature_handles_a_batch_of_different_sizes(loaded):
+    images = [_png(_image(h, w, box)) for h, w, box in CASES.values()]
+    out = loaded.signatures["image_bytes"](image_bytes=tf.constant(images))
+    np.testing.assert_array_equal(out["num_detections"].numpy(), [1, 1, 1])
+    for i, (h, w, box) in enumerate(CASES.values()):
+        np.testing.assert_allclose(out["boxes"][i, 0].numpy(), box, atol=max(h, w) / INPUT_SIZE + 1)
+
+
+def test_grey_png_is_served_as_rgb(loaded):
+    h, w, box = CASES["wide_300x500"]
+    grey = _image(h, w, box)[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+    out = loaded.signatures["image_bytes"](image_bytes=tf.constant([buffer.getvalue()]))
+    np.testing.assert_allclose(out["boxes"][0, 0].numpy(), box, atol=w / INPUT_SIZE + 1)
+
+
+@pytest.mark.parametrize(
+    "signature, kwargs, message",
+    [("serving_default", {"images": np.zeros((1, 64, 64, 3), np.float32)}, "uint8"),
+     ("serving_default", {"images": np.zeros((64, 64, 3), np.uint8)}, "shape"),
+     ("serving_default", {"images": np.zeros((1, 64, 64, 4), np.uint8)}, "shape"),
+     ("image_bytes", {"image_bytes": np.array([b"not an image"])},
+      "Unknown image file format. One of JPEG, .*PNG, GIF, BMP.* required")],
+    ids=["float_images", "no_batch_axis", "four_channels", "undecodable_bytes"])
+def test_bad_input_is_refused_with_a_message(loaded, signature, kwargs, message):
+    f = loaded.signatures[signature]
+    with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match=message):
+        f(**{k: tf.constant(v) for k, v in kwargs.items()})
+    h, w, box = CASES["small_90x70"]
+    ok = loaded.signatures["serving_default"](images=tf.constant(_image(h, w, box)[None]))
+    assert int(ok["num_detections"][0]) == 1  # the process still serves
+
+
+def test_saved_model_cli_lists_both_signatures(export_dir):
+    cli = shutil.which("saved_model_cli")
+    assert cli, "saved_model_cli ships with tensorflow"
+    show = subprocess.run([cli, "show", "--dir", str(export_dir), "--all"],
+                          capture_output=True, text=True, check=True).stdout
+    default = show[show.index("signature_def['serving_default']"):]
+    assert "inputs['images']" in default
+    assert "dtype: DT_UINT8" in default and "shape: (-1, -1, -1, 3)" in default
+    by_bytes = show[show.index("signature_def['image_bytes']"):]
+    assert "dtype: DT_STRING" in by_bytes and "shape: (-1)" in by_bytes
+    for block in (default, by_bytes):
+        assert "outputs['boxes']" in block and "outputs['num_detections']" in block
