@@ -9,6 +9,7 @@ Files may be gzipped (`*.gz`, detected by their first two bytes) or not.
 Images come out as NHWC float32 in [0, 1], `(batch, 28, 28, 1)`; labels as int32 `(batch,)`.
 """
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -117,6 +118,13 @@ def load_idx_split(data_dir, split):
     return images, labels
 
 
+@functools.lru_cache(maxsize=2)
+def _load_idx_dir(data_dir):
+    # Cached: training and evaluation in one process read the files once. The arrays are
+    # read-only views of the decompressed bytes, so sharing them is safe.
+    return {split: load_idx_split(data_dir, split) for split in SPLITS}
+
+
 def load_arrays(data_dir=None):
     """Returns `{"train": (images, labels), "test": (images, labels)}` as uint8 NumPy arrays.
 
@@ -125,7 +133,7 @@ def load_arrays(data_dir=None):
     variable HANDGRAD_MNIST_DIR is used, and otherwise the TFDS error is raised with a hint.
     """
     if data_dir is not None:
-        return {split: load_idx_split(data_dir, split) for split in SPLITS}
+        return _load_idx_dir(str(Path(data_dir).resolve()))
     try:
         import tensorflow_datasets as tfds
 

@@ -1,0 +1,203 @@
+"""The MNIST task: model compilation, data and evaluation for the configs whose `task` is "mnist".
+
+`zoo/train.py` is task-agnostic; it asks a task object for three things:
+    build_model(config) -> compiled keras.Model
+    datasets(config, data_dir) -> (train_ds, eval_ds)
+    evaluate(model, config, data_dir, model_dir) -> {name: value}, headline metric last
+Here the headline metric is `test_accuracy` on the official 10 000 test digits, and `evaluate`
+also writes `model_dir/confusion_matrix.png`.
+
+The loss is the seed's cross-entropy (eq. 56-57) on the softmax output (eq. 54), both with
+hand-derived gradients; `loss="l2"` trains the seed's MLP with eq. 8 instead.
+"""
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from handgrad.losses import L2, CategoricalCrossentropy, SparseCategoricalCrossentropy
+from handgrad.pipelines import mnist as mnist_data
+
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass
+class MnistTrainingConfig:
+    """Training hyper-parameters shared by the MNIST configs (the model fields live in subclasses).
+
+    Fields:
+        task: "mnist". model: "module:function" building the (uncompiled) model from the config.
+        batch_size, epochs: mini-batch size and number of passes over the 60 000 digits.
+        steps_per_epoch: None for a full pass, or a number of batches (quick runs, tests).
+        optimizer: "adam", "adamw" or "sgd" (Nesterov momentum 0.9).
+        learning_rate: peak learning rate; linear warm-up over `warmup_epochs`, then cosine decay
+            to `learning_rate * final_lr_fraction` at the last step.
+        weight_decay: decoupled weight decay (adamw) or 0.
+        loss: "crossentropy" (eq. 56-57) or "l2" (eq. 8 on the softmax output, seed section 3.2).
+        label_smoothing: for the cross-entropy (0 = the seed's plain loss).
+        augment_shift: random shift of each training digit by up to this many pixels (0 = off).
+        train_limit, test_limit: use only the first N digits (None = all).
+        validate_every_epoch: evaluate on the test digits after each epoch (TensorBoard curves).
+        seed: Keras' global seed (initial weights, shuffling).
+    """
+
+    task: str = "mnist"
+    model: str = ""
+    batch_size: int = 50
+    epochs: int = 4
+    steps_per_epoch: int | None = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    warmup_epochs: float = 0.0
+    final_lr_fraction: float = 0.0
+    weight_decay: float = 0.0
+    loss: str = "crossentropy"
+    label_smoothing: float = 0.0
+    augment_shift: int = 0
+    train_limit: int | None = None
+    test_limit: int | None = None
+    validate_every_epoch: bool = True
+    seed: int = 0
+
+
+def _steps_per_epoch(config):
+    if config.steps_per_epoch:
+        return int(config.steps_per_epoch)
+    n = config.train_limit or mnist_data.NUM_EXAMPLES["train"]
+    return max(1, n // config.batch_size)
+
+
+def make_optimizer(config):
+    """The optimizer with a warm-up + cosine learning-rate schedule over the whole run."""
+    steps = _steps_per_epoch(config) * config.epochs
+    warmup = int(round(config.warmup_epochs * _steps_per_epoch(config)))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate if warmup == 0 else 0.0,
+        decay_steps=max(1, steps - warmup), alpha=config.final_lr_fraction,
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    name = config.optimizer.lower()
+    if name == "adam":
+        return keras.optimizers.Adam(schedule)
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    raise ValueError(f"zoo/mnist_task.py: optimizer must be 'adam', 'adamw' or 'sgd'. "
+                     f"Received: optimizer={config.optimizer!r}")
+
+
+def make_loss(config):
+    if config.loss == "crossentropy":
+        if config.label_smoothing:
+            return SmoothedSparseCrossentropy(config.label_smoothing)
+        return SparseCategoricalCrossentropy()
+    if config.loss == "l2":
+        return SparseL2()
+    raise ValueError(f"zoo/mnist_task.py: loss must be 'crossentropy' or 'l2'. "
+                     f"Received: loss={config.loss!r}")
+
+
+@keras.saving.register_keras_serializable(package="handgrad")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Integer labels -> smoothed one-hot -> handgrad CategoricalCrossentropy (eq. 56-57)."""
+
+    def __init__(self, label_smoothing=0.0, name="smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+        self._inner = CategoricalCrossentropy(label_smoothing=self.label_smoothing,
+                                              reduction=None)
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32")  # (R,)
+        return self._inner(keras.ops.one_hot(labels, NUM_CLASSES, dtype=y_pred.dtype), y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="handgrad")
+class SparseL2(keras.losses.Loss):
+    """Integer labels -> one-hot -> handgrad L2 (eq. 8) against the softmax output."""
+
+    def __init__(self, name="l2", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._inner = L2(reduction=None)
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32")  # (R,)
+        return self._inner(keras.ops.one_hot(labels, NUM_CLASSES, dtype=y_pred.dtype), y_pred)
+
+
+def build_uncompiled(config):
+    module, _, attr = config.model.partition(":")
+    return getattr(importlib.import_module(module), attr)(config)
+
+
+def confusion_matrix(labels, predictions, num_classes=NUM_CLASSES):
+    """`cm[true, predicted]` counts, `(num_classes, num_classes)` int64."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (labels, predictions), 1)
+    return cm
+
+
+def plot_confusion_matrix(cm, path, title):
+    """Writes the confusion matrix as a PNG (counts in each cell, log colour scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.colors
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    image = ax.imshow(cm + 1, cmap="Blues", norm=matplotlib.colors.LogNorm())
+    for (i, j), count in np.ndenumerate(cm):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="white" if i == j else "black")
+    ax.set_xticks(range(cm.shape[1]))
+    ax.set_yticks(range(cm.shape[0]))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="count + 1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class MnistTask:
+    """Builds, feeds and evaluates the MNIST digit readers (see the module docstring)."""
+
+    def build_model(self, config):
+        keras.utils.set_random_seed(config.seed)
+        model = build_uncompiled(config)
+        model.compile(optimizer=make_optimizer(config), loss=make_loss(config),
+                      metrics=["sparse_categorical_accuracy"])
+        return model
+
+    def datasets(self, config, data_dir):
+        train, test = mnist_data.make_datasets(
+            data_dir, batch_size=config.batch_size, augment_shift=config.augment_shift,
+            shuffle_seed=config.seed, train_limit=config.train_limit,
+            test_limit=config.test_limit)
+        return train, test
+
+    def evaluate(self, model, config, data_dir, model_dir):
+        """Accuracy on the test digits; writes `model_dir/confusion_matrix.png`."""
+        arrays = mnist_data.load_arrays(data_dir)
+        images, labels = arrays["test"]
+        if config.test_limit is not None:
+            images, labels = images[:config.test_limit], labels[:config.test_limit]
+        x = images[..., None].astype(np.float32) / 255.0  # (N, 28, 28, 1)
+        probs = model.predict(x, batch_size=500, verbose=0)  # (N, 10)
+        predicted = np.argmax(probs, axis=-1)
+        cm = confusion_matrix(labels.astype(np.int64), predicted)
+        correct = int(np.trace(cm))
+        accuracy = correct / len(labels)
+        if model_dir is not None:
+            plot_confusion_matrix(cm, Path(model_dir) / "confusion_matrix.png",
+                                  f"MNIST test: {correct} / {len(labels)} correct "
+                                  f"({100 * accuracy:.2f} %)")
+        return {"test_errors": len(labels) - correct, "test_accuracy": accuracy}

@@ -1,0 +1,186 @@
+"""Task-agnostic training: `train_and_evaluate(config, model_dir)` and the `handgrad-train` command.
+
+    handgrad-train --config=mnist_cnn --model_dir=/tmp/mnist_cnn [--data_dir=DIR] [--epochs=N]
+
+What a run leaves in `model_dir`:
+    config.json                  the config actually trained (overrides applied)
+    backup/                      the latest training state (weights, optimizer, epoch), written at
+                                 the end of every epoch by keras.callbacks.BackupAndRestore; a rerun
+                                 of the same command resumes from it instead of starting over
+    checkpoints/epoch_NNN.weights.h5   the weights after every epoch
+    logs/                        TensorBoard event files (train and validation curves)
+    history.csv                  one line per epoch (loss, metrics, epoch_seconds); appended to
+                                 on resume
+    model.keras                  the final model (loads with keras.models.load_model after
+                                 `import handgrad`)
+and the task's metrics are printed last, one `name=value` per line (MNIST: `test_accuracy=...`).
+
+The task (`zoo/configs.py: TASKS[config.task]`) provides `build_model(config)`,
+`datasets(config, data_dir)` and `evaluate(model, config, data_dir, model_dir)`; configs are
+dataclasses with at least `task` and `epochs` (and optionally `steps_per_epoch`,
+`validate_every_epoch`).
+"""
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import typing
+from pathlib import Path
+
+import keras
+
+import handgrad.losses  # noqa: F401  (registers the losses for loading model.keras)
+from handgrad.zoo import configs
+from handgrad.zoo.callbacks import EpochTimer
+
+
+def _coerce(value, default, field_type, name):
+    """Converts a command-line string to the type of a config field."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    if value.lower() == "none":
+        return None
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--{name} expects true/false. Received: {value!r}")
+        return value.lower() in ("true", "1")
+    if isinstance(default, tuple | list):
+        return tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v)
+                     for v in value.split(","))
+    if isinstance(default, int) or "int" in str(field_type):
+        return int(value)
+    if isinstance(default, float) or "float" in str(field_type):
+        return float(value)
+    return value
+
+
+def apply_overrides(config, **overrides):
+    """A copy of `config` with the given fields replaced (None values are ignored).
+
+    String values (from the command line) are converted to the field's type; an unknown field
+    raises ValueError listing the known ones.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in fields:
+            raise ValueError(f"zoo/train.py: config {type(config).__name__} has no field "
+                             f"{name!r}. Known fields: {', '.join(sorted(fields))}")
+        hints = typing.get_type_hints(type(config))
+        changes[name] = _coerce(value, getattr(config, name), hints.get(name), name)
+    return dataclasses.replace(config, **changes)
+
+
+def resolve_config(config, **overrides):
+    """A config object from a name or a config, with overrides applied."""
+    if isinstance(config, str):
+        config = configs.get_config(config)
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"zoo/train.py: config must be a config name or a dataclass. "
+                        f"Received: {type(config).__name__}")
+    return apply_overrides(config, **overrides)
+
+
+def format_metrics(metrics):
+    """`name=value` lines, in the task's order (the headline metric last)."""
+    return "\n".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in metrics.items())
+
+
+def train_and_evaluate(config, model_dir, data_dir=None, *, verbose="auto", **overrides):
+    """Trains `config` into `model_dir` (resuming if a backup is there), then evaluates it.
+
+    Args:
+        config: a config name from `zoo/configs.py` or a config dataclass.
+        model_dir: output folder (created); see the module docstring for its contents.
+        data_dir: passed to the task's `datasets` / `evaluate` (None: the task's default source).
+        verbose: Keras' fit verbosity ("auto": a progress bar).
+        **overrides: config fields to replace, e.g. `epochs=2`, `batch_size=64`.
+    Returns: the task's metrics dict (also printed, one `name=value` per line, last lines).
+    """
+    name = config if isinstance(config, str) else None
+    config = resolve_config(config, **overrides)
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.json").write_text(json.dumps(
+        {"config_name": name, "class": type(config).__name__, **dataclasses.asdict(config)},
+        indent=2, default=str))
+    task = configs.get_task(config)
+    model = task.build_model(config)
+    train_ds, eval_ds = task.datasets(config, data_dir)
+    callbacks = [
+        EpochTimer(),
+        # Keeps the latest state (weights + optimizer + epoch) for resuming; kept after the run
+        # so that a rerun with more epochs continues rather than restarting.
+        keras.callbacks.BackupAndRestore(str(model_dir / "backup"), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(
+            str(model_dir / "checkpoints" / "epoch_{epoch:03d}.weights.h5"),
+            save_weights_only=True),
+        keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
+    ]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
+    else:  # tf.summary needs the tensorboard package, which tensorflow does not pull in
+        logging.warning("zoo/train.py: the `tensorboard` package is not installed; no "
+                        "TensorBoard logs are written (pip install tensorboard).")
+    (model_dir / "checkpoints").mkdir(exist_ok=True)
+    validate = getattr(config, "validate_every_epoch", True)
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=getattr(config, "steps_per_epoch",
+                                                                      None),
+              validation_data=eval_ds if validate else None, callbacks=callbacks,
+              verbose=verbose, shuffle=False)  # the task's dataset shuffles itself
+    model.save(model_dir / "model.keras")
+    metrics = task.evaluate(model, config, data_dir, model_dir)
+    print(format_metrics(metrics), flush=True)
+    return metrics
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("config", None, f"Config name: {', '.join(sorted(configs.CONFIGS))}.")
+    flags.DEFINE_string("model_dir", None, "Output folder (checkpoints, logs, model.keras).")
+    flags.DEFINE_string("data_dir", None, "Dataset folder (MNIST: the IDX files); default: TFDS.")
+    flags.DEFINE_integer("epochs", None, "Override config.epochs.")
+    flags.DEFINE_integer("batch_size", None, "Override config.batch_size.")
+    flags.DEFINE_integer("steps", None, "Override config.steps_per_epoch (batches per epoch).")
+    flags.DEFINE_float("learning_rate", None, "Override config.learning_rate.")
+    flags.DEFINE_multi_string("set", [], "Override any config field: --set=field=value.")
+    flags.mark_flags_as_required(["config", "model_dir"])
+    return flags.FLAGS
+
+
+def parse_sets(items):
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects field=value. Received: --set={item!r}")
+        out[name.strip()] = value
+    return out
+
+
+def main(argv):
+    from absl import flags
+
+    if len(argv) > 1:
+        raise ValueError(f"Unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    overrides = {"epochs": f.epochs, "batch_size": f.batch_size, "steps_per_epoch": f.steps,
+                 "learning_rate": f.learning_rate, **parse_sets(f.set)}
+    train_and_evaluate(f.config, f.model_dir, f.data_dir, verbose=1, **overrides)
+
+
+def run():
+    """Console entry point `handgrad-train`."""
+    from absl import app
+
+    _define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
