@@ -18,3 +18,6 @@ from handgrad import layers
 
 __all__ = ["layers"]
 __version__ = "0.1.0"
+
+# Registers the losses too, so keras.models.load_model("model.keras") works after `import handgrad`.
+from handgrad import losses  # noqa: E402, F401

@@ -5,6 +5,7 @@ from handgrad.losses.classification import (  # noqa: F401
     L2,
     CategoricalCrossentropy,
     SparseCategoricalCrossentropy,
+    SparseL2,
     categorical_crossentropy_from_logits,
     categorical_crossentropy_from_probs,
     l2,

@@ -127,6 +127,20 @@ def l2(y_true, y_pred):
     return forward(y_true, y_pred)
 
 
+def _check_smoothing(label_smoothing, cls):
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"losses/classification.py {cls}: label_smoothing must be in [0, 1]. "
+                         f"Received: label_smoothing={label_smoothing}")
+
+
+def _smooth(y, label_smoothing):
+    """y (1 - s) + s / C: the labels of label smoothing, `(R, C)`."""
+    if not label_smoothing:
+        return y
+    classes = tf.cast(tf.shape(y)[-1], y.dtype)
+    return y * (1.0 - label_smoothing) + label_smoothing / classes
+
+
 class _HandgradLoss(keras.losses.Loss):
     def __init__(self, name, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -152,18 +166,13 @@ class CategoricalCrossentropy(_HandgradLoss):
 
     def __init__(self, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
                  name="categorical_crossentropy", dtype=None):
-        if not 0.0 <= float(label_smoothing) <= 1.0:
-            raise ValueError("losses/classification.py CategoricalCrossentropy: label_smoothing "
-                             f"must be in [0, 1]. Received: label_smoothing={label_smoothing}")
+        _check_smoothing(label_smoothing, "CategoricalCrossentropy")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        y_true = tf.cast(y_true, y_pred.dtype)
-        if self.label_smoothing:
-            classes = tf.cast(tf.shape(y_pred)[-1], y_pred.dtype)
-            y_true = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / classes
+        y_true = _smooth(tf.cast(y_true, y_pred.dtype), self.label_smoothing)
         if self.from_logits:
             return categorical_crossentropy_from_logits(y_true, y_pred)
         return categorical_crossentropy_from_probs(y_true, y_pred)
@@ -179,24 +188,28 @@ class SparseCategoricalCrossentropy(_HandgradLoss):
 
     Args:
         from_logits: as `CategoricalCrossentropy`.
+        label_smoothing: as `CategoricalCrossentropy` (an addition to Keras' sparse loss).
         reduction, name, dtype: as `keras.losses.Loss`.
     Input shapes: y_true `(batch, ...)` or `(batch, ..., 1)` integer labels; y_pred
         `(batch, ..., C)`. Output: scalar (or `(batch, ...)` with reduction=None).
     """
 
-    def __init__(self, from_logits=False, reduction="sum_over_batch_size",
+    def __init__(self, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
                  name="sparse_categorical_crossentropy", dtype=None):
+        _check_smoothing(label_smoothing, "SparseCategoricalCrossentropy")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        one_hot = sparse_labels_to_one_hot(y_true, y_pred)  # (R, C)
+        one_hot = _smooth(sparse_labels_to_one_hot(y_true, y_pred), self.label_smoothing)
         if self.from_logits:
             return categorical_crossentropy_from_logits(one_hot, y_pred)
         return categorical_crossentropy_from_probs(one_hot, y_pred)
 
     def get_config(self):
-        return {**super().get_config(), "from_logits": self.from_logits}
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing}
 
 
 @keras.saving.register_keras_serializable(package="handgrad")
@@ -214,3 +227,18 @@ class L2(_HandgradLoss):
 
     def call(self, y_true, y_pred):
         return l2(tf.cast(y_true, y_pred.dtype), y_pred)
+
+
+@keras.saving.register_keras_serializable(package="handgrad")
+class SparseL2(_HandgradLoss):
+    """`L2` (eq. 8, 17) between the one-hot encoding of integer labels and `y_pred`.
+
+    The seed's section 3.2 trains a classifier with eq. 8 against the one-hot target.
+    Input shapes: y_true `(batch,)` or `(batch, 1)` integer labels; y_pred `(batch, C)`.
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name="sparse_l2", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return l2(sparse_labels_to_one_hot(y_true, y_pred), y_pred)

@@ -139,9 +139,24 @@ def test_label_smoothing_matches_stock():
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
 
 
+def test_sparse_label_smoothing_and_sparse_l2():
+    logits, labels, one_hot, _ = _case()
+    kwargs = dict(from_logits=True, label_smoothing=0.1, dtype="float64")
+    loss, grad = _grad(hg.SparseCategoricalCrossentropy(**kwargs), labels, logits)
+    ref_loss, ref_grad = _grad(keras.losses.CategoricalCrossentropy(**kwargs), one_hot, logits)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    # eq. 8 against one-hot of label 1: ||(0.2, 0.5, 0.3) - (0, 1, 0)||^2 = 0.04 + 0.25 + 0.09
+    loss, grad = _grad(hg.SparseL2(dtype="float64"), np.array([1]), np.array([[0.2, 0.5, 0.3]]))
+    np.testing.assert_allclose(loss, 0.38, rtol=1e-12)
+    np.testing.assert_allclose(grad, [[0.4, -1.0, 0.6]], rtol=1e-12)
+
+
 def test_serialization_round_trip():
     for loss in (hg.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2, name="ce"),
-                 hg.SparseCategoricalCrossentropy(from_logits=True, reduction="sum"),
+                 hg.SparseCategoricalCrossentropy(from_logits=True, reduction="sum",
+                                                  label_smoothing=0.1),
+                 hg.SparseL2(name="sl2"),
                  hg.L2(reduction=None)):
         clone = keras.losses.deserialize(keras.losses.serialize(loss))
         assert type(clone) is type(loss) and clone.get_config() == loss.get_config()

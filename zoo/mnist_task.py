@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from handgrad.losses import L2, CategoricalCrossentropy, SparseCategoricalCrossentropy
+from handgrad.losses import SparseCategoricalCrossentropy, SparseL2
 from handgrad.pipelines import mnist as mnist_data
 
 NUM_CLASSES = 10
@@ -91,44 +91,11 @@ def make_optimizer(config):
 
 def make_loss(config):
     if config.loss == "crossentropy":
-        if config.label_smoothing:
-            return SmoothedSparseCrossentropy(config.label_smoothing)
-        return SparseCategoricalCrossentropy()
+        return SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
     if config.loss == "l2":
         return SparseL2()
     raise ValueError(f"zoo/mnist_task.py: loss must be 'crossentropy' or 'l2'. "
                      f"Received: loss={config.loss!r}")
-
-
-@keras.saving.register_keras_serializable(package="handgrad")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Integer labels -> smoothed one-hot -> handgrad CategoricalCrossentropy (eq. 56-57)."""
-
-    def __init__(self, label_smoothing=0.0, name="smoothed_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = float(label_smoothing)
-        self._inner = CategoricalCrossentropy(label_smoothing=self.label_smoothing,
-                                              reduction=None)
-
-    def call(self, y_true, y_pred):
-        labels = keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32")  # (R,)
-        return self._inner(keras.ops.one_hot(labels, NUM_CLASSES, dtype=y_pred.dtype), y_pred)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-@keras.saving.register_keras_serializable(package="handgrad")
-class SparseL2(keras.losses.Loss):
-    """Integer labels -> one-hot -> handgrad L2 (eq. 8) against the softmax output."""
-
-    def __init__(self, name="l2", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self._inner = L2(reduction=None)
-
-    def call(self, y_true, y_pred):
-        labels = keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32")  # (R,)
-        return self._inner(keras.ops.one_hot(labels, NUM_CLASSES, dtype=y_pred.dtype), y_pred)
 
 
 def build_uncompiled(config):
