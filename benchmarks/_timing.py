@@ -3,12 +3,14 @@
 import statistics
 import time
 
+import numpy as np
 
-def interleaved_median(fns, repeats=15, iters=5, warmup=3):
-    """Median seconds per call of each function in `fns` (a dict name -> zero-arg callable).
 
-    Each repeat times every function once (`iters` calls), alternating the order between repeats,
-    so slow phases of the machine hit all twins alike.
+def interleaved_samples(fns, repeats=15, iters=1, warmup=3):
+    """Seconds per call of each function in `fns` (a dict name -> zero-arg callable), per repeat.
+
+    Each repeat times every function once (`iters` calls, averaged), alternating the order
+    between repeats, so slow phases of the machine hit all twins alike.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -21,4 +23,15 @@ def interleaved_median(fns, repeats=15, iters=5, warmup=3):
             for _ in range(iters):
                 fns[name]()
             samples[name].append((time.perf_counter() - start) / iters)
+    return samples
+
+
+def interleaved_median(fns, repeats=15, iters=5, warmup=3):
+    """Median seconds per call of each function (see `interleaved_samples`)."""
+    samples = interleaved_samples(fns, repeats, iters, warmup)
     return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def percentiles_ms(seconds, qs=(50, 90)):
+    """{"p50_ms": ..., "p90_ms": ...} of a list of seconds."""
+    return {f"p{q}_ms": round(float(np.percentile(seconds, q)) * 1e3, 2) for q in qs}
