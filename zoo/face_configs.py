@@ -27,8 +27,8 @@ class FaceConfig:
     Model (see `zoo.retinanet.FaceDetector`): backbone_depth, base_filters, fpn_filters,
         head_filters, num_cls_convs, num_box_convs, min/max_anchor_size, scales_per_level,
         aspect_ratios, variances, positive_iou, negative_iou, prior_probability,
-        freeze_backbone_bn, imagenet_weights (None, "imagenet" (downloads, needs internet) or a
-        path to a keras.applications ResNet50 .h5 / .keras file).
+        freeze_backbone_bn, bn_momentum, imagenet_weights (None, "imagenet" (downloads, needs
+        internet) or a path to a keras.applications ResNet50 .h5 / .keras file).
     Loss (eq. 59-61): focal_alpha, focal_gamma, smooth_l1_delta, box_loss_weight,
         loss_normalization ("positives" as RetinaNet, or "per_level" as the seed's eq. 61).
     Post-processing: score_threshold, nms_iou_threshold, pre_nms_top_k, max_detections.
@@ -57,6 +57,7 @@ class FaceConfig:
     negative_iou: float = 0.4
     prior_probability: float = 0.01
     freeze_backbone_bn: bool = False
+    bn_momentum: float = 0.99
     imagenet_weights: str | None = None
     # loss
     focal_alpha: float = 0.25
@@ -108,4 +109,5 @@ def face_small_synthetic():
         head_filters=64, imagenet_weights=None, freeze_backbone_bn=False,
         image_sizes=(256, 320, 384), eval_size=384, batch_size=8, epochs=12,
         steps_per_epoch=100, optimizer="adam", learning_rate=1e-3, lr_boundaries=(900,),
-        weight_decay=0.0, clipnorm=10.0, num_train=1000, num_val=200, max_boxes=100)
+        weight_decay=0.0, clipnorm=10.0, bn_momentum=0.9, num_train=1000, num_val=200,
+        max_boxes=100)

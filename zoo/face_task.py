@@ -34,7 +34,7 @@ _MODEL_FIELDS = (
     "num_box_convs", "min_anchor_size", "max_anchor_size", "scales_per_level", "aspect_ratios",
     "variances", "positive_iou", "negative_iou", "focal_alpha", "focal_gamma", "smooth_l1_delta",
     "box_loss_weight", "loss_normalization", "prior_probability", "score_threshold",
-    "nms_iou_threshold", "pre_nms_top_k", "max_detections", "freeze_backbone_bn")
+    "nms_iou_threshold", "pre_nms_top_k", "max_detections", "freeze_backbone_bn", "bn_momentum")
 
 
 def model_kwargs(config):

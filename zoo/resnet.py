@@ -43,42 +43,46 @@ class ImageNetPreprocess(keras.layers.Layer):
         return input_shape
 
 
-def _conv_bn(x, layers, filters, kernel, strides, name, relu=True):
+def _bn(layers, name, momentum):
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=momentum, name=name)
+
+
+def _conv_bn(x, layers, filters, kernel, strides, name, momentum, relu=True):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same" if kernel > 1 else "valid",
                       name=name + "_conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_bn")(x)
+    x = _bn(layers, name + "_bn", momentum)(x)
     return layers.ReLU(name=name + "_relu")(x) if relu else x
 
 
-def _bottleneck(x, layers, filters, strides, shortcut, name):
+def _bottleneck(x, layers, filters, strides, shortcut, name, momentum):
     """1x1 (stride) -> 3x3 -> 1x1 (4 filters), as keras.applications.resnet.block1."""
     if shortcut:
         s = layers.Conv2D(4 * filters, 1, strides=strides, name=name + "_0_conv")(x)
-        s = layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_0_bn")(s)
+        s = _bn(layers, name + "_0_bn", momentum)(s)
     else:
         s = x
-    x = _conv_bn(x, layers, filters, 1, strides, name + "_1")
-    x = _conv_bn(x, layers, filters, 3, 1, name + "_2")
-    x = _conv_bn(x, layers, 4 * filters, 1, 1, name + "_3", relu=False)
+    x = _conv_bn(x, layers, filters, 1, strides, name + "_1", momentum)
+    x = _conv_bn(x, layers, filters, 3, 1, name + "_2", momentum)
+    x = _conv_bn(x, layers, 4 * filters, 1, 1, name + "_3", momentum, relu=False)
     x = keras.layers.Add(name=name + "_add")([s, x])
     return layers.ReLU(name=name + "_out")(x)
 
 
-def _basic(x, layers, filters, strides, shortcut, name):
+def _basic(x, layers, filters, strides, shortcut, name, momentum):
     """3x3 (stride) -> 3x3, the ResNet18/34 block."""
     if shortcut:
         s = layers.Conv2D(filters, 1, strides=strides, name=name + "_0_conv")(x)
-        s = layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_0_bn")(s)
+        s = _bn(layers, name + "_0_bn", momentum)(s)
     else:
         s = x
-    x = _conv_bn(x, layers, filters, 3, strides, name + "_1")
-    x = _conv_bn(x, layers, filters, 3, 1, name + "_2", relu=False)
+    x = _conv_bn(x, layers, filters, 3, strides, name + "_1", momentum)
+    x = _conv_bn(x, layers, filters, 3, 1, name + "_2", momentum, relu=False)
     x = keras.layers.Add(name=name + "_add")([s, x])
     return layers.ReLU(name=name + "_out")(x)
 
 
 def resnet_backbone(depth=50, input_shape=(None, None, 3), layers=None, base_filters=64,
-                    name=None):
+                    bn_momentum=0.99, name=None):
     """ResNet feature extractor returning [C3, C4, C5].
 
     Args:
@@ -86,6 +90,8 @@ def resnet_backbone(depth=50, input_shape=(None, None, 3), layers=None, base_fil
         input_shape: `(H, W, 3)`, None for dynamic sides (multi-scale training).
         layers: the layers namespace (default `handgrad.layers`; `keras.layers` for the twin).
         base_filters: width of the first stage (64 in the paper; smaller for CPU work).
+        bn_momentum: running-statistics momentum of every batch norm (Keras' 0.99; a short
+            run from scratch wants less, e.g. 0.9, so that inference statistics catch up).
         name: model name (default f"resnet{depth}").
     Returns: a functional `keras.Model`, input `(B, H, W, 3)` normalised images, outputs
         [C3 `(B, H/8, W/8, c3)`, C4 `(B, H/16, W/16, c4)`, C5 `(B, H/32, W/32, c5)`].
@@ -100,7 +106,7 @@ def resnet_backbone(depth=50, input_shape=(None, None, 3), layers=None, base_fil
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(base_filters, 7, strides=2, name="conv1_conv")(x)  # (B, H/2, W/2, f)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="conv1_bn")(x)
+    x = _bn(layers, "conv1_bn", bn_momentum)(x)
     x = layers.ReLU(name="conv1_relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPool2D(3, strides=2, name="pool1_pool")(x)  # (B, H/4, W/4, f)
@@ -114,7 +120,8 @@ def resnet_backbone(depth=50, input_shape=(None, None, 3), layers=None, base_fil
             # a projection shortcut where the shape changes (always in block 1 of a
             # bottleneck stage, as in keras.applications)
             shortcut = b == 0 and (strides != 1 or channels != filters * expansion)
-            x = block(x, layers, filters, strides, shortcut, f"conv{stage + 2}_block{b + 1}")
+            x = block(x, layers, filters, strides, shortcut, f"conv{stage + 2}_block{b + 1}",
+                      bn_momentum)
             channels = filters * expansion
         if stage > 0:
             outputs.append(x)  # C3, C4, C5

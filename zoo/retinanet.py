@@ -99,6 +99,7 @@ class FaceDetector(keras.Model):
         prior_probability: pi of the class-output bias (0.01).
         score_threshold, nms_iou_threshold, pre_nms_top_k, max_detections: post-processing.
         freeze_backbone_bn: run the backbone's batch norms on running statistics.
+        bn_momentum: momentum of the backbone's running statistics (0.99).
         input_size: static side of the (square) input, or None for any size (multi-scale).
         layers: "handgrad" (hand-derived gradients) or "keras" (the stock twin).
     Call: images `(B, H, W, 3)` float in [0, 1], sides multiples of 64 (P6 = H / 64) ->
@@ -112,7 +113,8 @@ class FaceDetector(keras.Model):
                  focal_alpha=0.25, focal_gamma=2.0, smooth_l1_delta=1.0, box_loss_weight=1.0,
                  loss_normalization="positives", prior_probability=0.01, score_threshold=0.05,
                  nms_iou_threshold=0.4, pre_nms_top_k=1000, max_detections=750,
-                 freeze_backbone_bn=False, input_size=None, layers="handgrad", **kwargs):
+                 freeze_backbone_bn=False, bn_momentum=0.99, input_size=None, layers="handgrad",
+                 **kwargs):
         super().__init__(**kwargs)
         if layers not in _LAYERS:
             raise ValueError(f"layers must be one of {sorted(_LAYERS)}. Received: {layers!r}")
@@ -132,7 +134,7 @@ class FaceDetector(keras.Model):
             backbone_depth, base_filters, fpn_filters, head_filters, num_cls_convs,
             num_box_convs, scales_per_level * len(self.aspect_ratios), prior_probability,
             input_shape=(input_size, input_size, 3), freeze_backbone_bn=freeze_backbone_bn,
-            layers=_LAYERS[layers])
+            bn_momentum=bn_momentum, layers=_LAYERS[layers])
         self.built = True  # the functional network inside is complete
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")

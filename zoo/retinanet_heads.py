@@ -75,20 +75,21 @@ def detection_heads(features, num_anchors, head_filters=256, num_cls_convs=3, nu
 
 def detector_network(backbone_depth=50, base_filters=64, fpn_filters=256, head_filters=256,
                      num_cls_convs=3, num_box_convs=2, num_anchors=3, prior_probability=0.01,
-                     input_shape=(None, None, 3), freeze_backbone_bn=False, layers=None,
-                     name="face_retinanet"):
+                     input_shape=(None, None, 3), freeze_backbone_bn=False, bn_momentum=0.99,
+                     layers=None, name="face_retinanet"):
     """Images in [0, 1] -> {"cls_logits": (B, A_total, 1), "box_deltas": (B, A_total, 4)}.
 
     ImageNet preprocessing (`resnet.ImageNetPreprocess`), ResNet backbone (nested model named
     f"resnet{depth}"), FPN P3-P6, shared heads. `layers=keras.layers` builds the stock twin.
     `freeze_backbone_bn` makes the backbone's batch norms use their running statistics
-    (RetinaNet's practice with ImageNet weights and small batches).
+    (RetinaNet's practice with ImageNet weights and small batches); `bn_momentum` is their
+    running-statistics momentum.
     """
     layers = handgrad.layers if layers is None else layers
     images = keras.Input(shape=input_shape, name="images")
     x = resnet.ImageNetPreprocess(name="imagenet_preprocess")(images)
     backbone = resnet.resnet_backbone(backbone_depth, input_shape=input_shape, layers=layers,
-                                      base_filters=base_filters)
+                                      base_filters=base_filters, bn_momentum=bn_momentum)
     if freeze_backbone_bn:
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
