@@ -6,8 +6,8 @@ Both models use the `mnist_cnn` config (same widths, optimizer, schedule, augmen
 are trained one after the other in this process on the 60 000 training digits, then scored on the
 10 000 test digits. Prints ONE JSON line: per model the test accuracy, the training wall seconds
 (fit only, no per-epoch evaluation or checkpoints), the process CPU seconds of the fit, images/s,
-plus the handgrad/stock ratios and
-the conditions (CPU count, load average before/after, versions).
+plus the handgrad/stock ratios and the conditions (CPU count, load average before/after,
+versions).
 """
 
 import argparse
