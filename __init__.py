@@ -14,10 +14,7 @@ Importing ``handgrad`` registers every layer, loss and model with Keras' seriali
 ``keras.models.load_model("model.keras")`` works after ``import handgrad``.
 """
 
-from handgrad import layers
+from handgrad import layers, losses
 
-__all__ = ["layers"]
+__all__ = ["layers", "losses"]
 __version__ = "0.1.0"
-
-# Registers the losses too, so keras.models.load_model("model.keras") works after `import handgrad`.
-from handgrad import losses  # noqa: E402, F401
