@@ -14,14 +14,10 @@ Check an export with `saved_model_cli show --dir EXPORT_DIR --all`.
 import shutil
 from pathlib import Path
 
-import keras
 from absl import app, flags
 
-import handgrad.layers  # noqa: F401  (registers the layers for loading model.keras)
-import handgrad.losses  # noqa: F401
 from handgrad.export import serving, tflite
-from handgrad.zoo import configs
-from handgrad.zoo.evaluate import saved_config
+from handgrad.zoo.evaluate import load_trained
 
 
 def build_module(model, task, input_size=640, score_threshold=0.5, iou_threshold=0.4,
@@ -45,18 +41,11 @@ def export_model(model_dir, export_dir, config=None, tflite_modes=(), **serving_
         tflite_modes: any of "float32", "int8".
         **serving_args: input_size, score_threshold, iou_threshold, max_detections (detector).
     """
-    model_path = Path(model_dir) / "model.keras"
-    if not model_path.is_file():
-        raise FileNotFoundError(f"export/export.py: {model_path} not found; train first with "
-                                "handgrad-train --model_dir=...")
-    if config is None:
-        config = saved_config(model_dir)
-    elif isinstance(config, str):
-        config = configs.get_config(config)
+    model, config = load_trained(model_dir, config)
     export_dir = Path(export_dir)
-    module = build_module(keras.models.load_model(model_path), config.task, **serving_args)
+    module = build_module(model, config.task, **serving_args)
     serving.save(module, export_dir)
-    shutil.copy2(model_path, export_dir / "model.keras")
+    shutil.copy2(Path(model_dir) / "model.keras", export_dir / "model.keras")
     for mode in tflite_modes:
         (export_dir / f"model_{mode}.tflite").write_bytes(tflite.convert(module, mode))
     return export_dir

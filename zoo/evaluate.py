@@ -39,6 +39,24 @@ def saved_config(model_dir):
     return dataclasses.replace(config, **values)
 
 
+def load_trained(model_dir, config=None):
+    """`(model, config)` of a `handgrad-train` output folder.
+
+    Args:
+        model_dir: holds `model.keras` (and `config.json`, used when `config` is None).
+        config: a config name, a config dataclass, or None.
+    """
+    model_path = Path(model_dir) / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path} not found; train first with "
+                                "handgrad-train --model_dir=...")
+    if config is None:
+        config = saved_config(model_dir)
+    elif isinstance(config, str):
+        config = configs.get_config(config)
+    return keras.models.load_model(model_path), config
+
+
 def evaluate_model_dir(config, model_dir, data_dir=None, **overrides):
     """Re-measures a trained model: loads `model_dir/model.keras` and runs the task's evaluate.
 
@@ -48,16 +66,8 @@ def evaluate_model_dir(config, model_dir, data_dir=None, **overrides):
         **overrides: config fields to replace (e.g. `test_limit=1000`).
     Returns: the task's metrics dict (also printed as `name=value` lines).
     """
-    model_path = Path(model_dir) / "model.keras"
-    if not model_path.is_file():
-        raise FileNotFoundError(f"zoo/evaluate.py: {model_path} not found; train first with "
-                                "handgrad-train --model_dir=...")
-    if config is None:
-        config = saved_config(model_dir)
-    elif isinstance(config, str):
-        config = configs.get_config(config)
+    model, config = load_trained(model_dir, config)
     config = apply_overrides(config, **overrides)
-    model = keras.models.load_model(model_path)
     metrics = configs.get_task(config).evaluate(model, config, data_dir, model_dir)
     print(format_metrics(metrics), flush=True)
     return metrics
