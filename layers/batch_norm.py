@@ -23,6 +23,17 @@ Backward, inference: dX = delta a, dgamma = sum delta (X - m_mean) / sqrt(m_var 
     dbeta = sum delta (and the exact gradients for m_mean and m_var).
 float16/bfloat16 inputs are normalised in float32 (their statistics overflow otherwise), and the
 gradient is returned in the input's dtype.
+
+Under a tf.distribute strategy with several replicas:
+- `synchronized=False` (default, as Keras): each replica normalises with the statistics of its own
+  per-replica batch (N = its R H W) and updates the moving averages with them.
+- `synchronized=True`: the sums over the batch are taken over all replicas. Forward: one
+  all-reduce of (sum X, N), then one of sum (X - mu)^2, so mu and sigma^2 are the global-batch
+  moments. Backward: the two channel sums of eq. 51, sum delta and sum delta X^, are
+  all-reduced too (and N is the global count), so dX on each replica is exactly the slice of
+  the single-device dX on the global batch. dgamma and dbeta are returned as per-replica sums,
+  because the optimizer already sums the variable gradients of the replicas.
+  Outside a multi-replica context it is the plain layer.
 """
 
 import keras
@@ -35,35 +46,61 @@ def _reduce_axes(x):
     return list(range(x.shape.rank - 1))
 
 
-def batch_norm_train(x, gamma, beta, epsilon=1e-3):
+def _replica_sum(synchronized):
+    """A function all-reducing (SUM) a nest of tensors over the replicas, or None (1 replica)."""
+    if not synchronized:
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+
+    def replica_sum(*values):  # one packed all-reduce: the same collective on every replica
+        sizes = [tf.size(v) for v in values]
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                   tf.concat([tf.reshape(v, [-1]) for v in values], 0))
+        return [tf.reshape(t, tf.shape(v)) for t, v in zip(tf.split(total, sizes), values)]
+
+    return replica_sum
+
+
+def batch_norm_train(x, gamma, beta, epsilon=1e-3, synchronized=False):
     """Training-mode batch norm over all axes but the last; gradient of eq. 46-53 (corrected).
 
-    Args: x `(..., C)`; gamma, beta `(C,)`. Returns `(y, mean, variance)`: y like x, the batch
-        statistics `(C,)` in the reduction dtype (float32 for half-precision x).
+    Args: x `(..., C)`; gamma, beta `(C,)`. synchronized: take the moments (and the backward's
+        channel sums) over the global batch of all replicas (see the module docstring).
+    Returns `(y, mean, variance)`: y like x, the batch statistics `(C,)` in the reduction dtype
+        (float32 for half-precision x).
     """
     axes = _reduce_axes(x)
     dtype = reduction_dtype(x.dtype)
+    replica_sum = _replica_sum(synchronized)
 
     @tf.custom_gradient
     def forward(x, gamma, beta):
         xf = tf.cast(x, dtype)  # (R, H, W, C)
-        mean, var = tf.nn.moments(xf, axes)  # (C,), (C,)     eq. 37-38
+        n = tf.cast(tf.size(xf) // tf.shape(xf)[-1], dtype)  # N = R H W
+        if replica_sum is None:
+            mean, var = tf.nn.moments(xf, axes)  # (C,), (C,)     eq. 37-38
+        else:  # global N and moments over all replicas (two passes, as tf.nn.moments)
+            total, n = replica_sum(tf.reduce_sum(xf, axes), n)  # (C,), ()
+            mean = total / n  # eq. 37
+            var = replica_sum(tf.reduce_sum(tf.square(xf - mean), axes))[0] / n  # eq. 38
         inv = tf.math.rsqrt(var + epsilon)  # (C,)
         scale = gamma * inv  # (C,)
         y = xf * scale + (beta - mean * scale)  # (R, H, W, C)  eq. 39-40
-        n = tf.cast(tf.size(xf) // tf.shape(xf)[-1], dtype)  # N = R H W
 
         def backward(dy, dmean=None, dvar=None):  # dy: (R, H, W, C); dmean, dvar: (C,)
             dyf = tf.cast(dy, dtype)
             sum_dy = tf.reduce_sum(dyf, axes)  # (C,)                 eq. 53
             centered = xf - mean  # (R, H, W, C)
             sum_dy_xhat = tf.reduce_sum(dyf * centered, axes) * inv  # (C,)  eq. 52
-            b = -scale * inv * sum_dy_xhat / n  # (C,)  X^ sum(delta X^) term of eq. 51
-            c = -scale * sum_dy / n  # (C,)  sum delta term of eq. 51
-            if dvar is not None:
-                b += 2.0 * dvar / n
-            if dmean is not None:
-                c += dmean / n
+            dmean = tf.zeros_like(mean) if dmean is None else dmean
+            dvar = tf.zeros_like(var) if dvar is None else dvar
+            # The statistics depend on every replica's X: dX needs the global channel sums.
+            all_dy, all_dy_xhat, dmean, dvar = (sum_dy, sum_dy_xhat, dmean, dvar) \
+                if replica_sum is None else replica_sum(sum_dy, sum_dy_xhat, dmean, dvar)
+            b = -scale * inv * all_dy_xhat / n + 2.0 * dvar / n  # (C,)  X^ sum(delta X^) term
+            c = -scale * all_dy / n + dmean / n  # (C,)  sum delta term of eq. 51
             dx = dyf * scale + centered * b + c  # (R, H, W, C)          eq. 51
             return tf.cast(dx, x.dtype), sum_dy_xhat, sum_dy
 
@@ -108,7 +145,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     Args: those of `keras.layers.BatchNormalization` (same weights `gamma`, `beta`,
         `moving_mean`, `moving_variance`, in that order); `axis` must be the last axis
-        (channels_last). `renorm` and `synchronized` are not derived here and are refused.
+        (channels_last). `renorm` is not derived here and is refused. `synchronized=True`
+        takes the training statistics over all replicas of a tf.distribute strategy (see the
+        module docstring); the default uses each replica's own batch.
     Input shape: any, `(..., C)`. Output shape: same as input.
     Call args: `training`: batch statistics (and running-average updates, eq. 41-42) when True
         and the layer is trainable; the running statistics otherwise.
@@ -118,8 +157,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
         super().__init__(axis=axis, **kwargs)
         if self.renorm:
             raise ValueError("handgrad BatchNormalization does not implement renorm=True.")
-        if self.synchronized:
-            raise ValueError("handgrad BatchNormalization does not implement synchronized=True.")
 
     def build(self, input_shape):
         if self.axis not in (-1, len(input_shape) - 1):
@@ -137,7 +174,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         gamma = tf.ones([channels], dtype) if self.gamma is None else tf.cast(self.gamma, dtype)
         beta = tf.zeros([channels], dtype) if self.beta is None else tf.cast(self.beta, dtype)
         if training and self.trainable:
-            y, mean, var = batch_norm_train(inputs, gamma, beta, self.epsilon)
+            y, mean, var = batch_norm_train(inputs, gamma, beta, self.epsilon,
+                                            synchronized=self.synchronized)
             m = self.momentum
             self.moving_mean.assign(
                 tf.cast(self.moving_mean, dtype) * m + mean * (1.0 - m))

@@ -173,7 +173,7 @@ def random_shift(images, max_shift, seed=None):
 
 
 def make_datasets(data_dir=None, batch_size=50, augment_shift=0, shuffle_seed=0,
-                  train_limit=None, test_limit=None, eval_batch_size=500):
+                  train_limit=None, test_limit=None, eval_batch_size=500, shuffle=True):
     """The MNIST train and test `tf.data.Dataset`s.
 
     Args:
@@ -182,6 +182,9 @@ def make_datasets(data_dir=None, batch_size=50, augment_shift=0, shuffle_seed=0,
         batch_size: training batch size. eval_batch_size: test batch size.
         augment_shift: if > 0, each training image is shifted by up to this many pixels.
         shuffle_seed: seed of the per-epoch shuffle of all training examples.
+        shuffle: False keeps the file order (tests that compare runs batch by batch: under a
+            tf.distribute strategy, `experimental_distribute_dataset` rewrites the pipeline and
+            the shuffle draws a different permutation than on one device).
         train_limit, test_limit: use only the first N examples (tests, quick runs).
     Returns: `(train_ds, test_ds)`, elements `(images (B, 28, 28, 1) float32 in [0, 1],
         labels (B,) int32)`. The training set reshuffles every epoch and drops the last
@@ -202,7 +205,8 @@ def make_datasets(data_dir=None, batch_size=50, augment_shift=0, shuffle_seed=0,
         return tf.cast(images, tf.float32) / 255.0, labels
 
     train = to_dataset("train", train_limit)
-    train = train.shuffle(len(train), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if shuffle:
+        train = train.shuffle(len(train), seed=shuffle_seed, reshuffle_each_iteration=True)
     train = train.batch(batch_size, drop_remainder=True)
     train = train.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment_shift:

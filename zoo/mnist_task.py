@@ -39,6 +39,8 @@ class MnistTrainingConfig:
         loss: "crossentropy" (eq. 56-57) or "l2" (eq. 8 on the softmax output, seed section 3.2).
         label_smoothing: for the cross-entropy (0 = the seed's plain loss).
         augment_shift: random shift of each training digit by up to this many pixels (0 = off).
+        shuffle: reshuffle the training digits every epoch (False: file order, for tests that
+            compare two runs batch by batch).
         train_limit, test_limit: use only the first N digits (None = all).
         validate_every_epoch: evaluate on the test digits after each epoch (TensorBoard curves).
         seed: Keras' global seed (initial weights, shuffling).
@@ -57,6 +59,7 @@ class MnistTrainingConfig:
     loss: str = "crossentropy"
     label_smoothing: float = 0.0
     augment_shift: int = 0
+    shuffle: bool = True
     train_limit: int | None = None
     test_limit: int | None = None
     validate_every_epoch: bool = True
@@ -147,7 +150,7 @@ class MnistTask:
     def datasets(self, config, data_dir):
         train, test = mnist_data.make_datasets(
             data_dir, batch_size=config.batch_size, augment_shift=config.augment_shift,
-            shuffle_seed=config.seed, train_limit=config.train_limit,
+            shuffle_seed=config.seed, shuffle=config.shuffle, train_limit=config.train_limit,
             test_limit=config.test_limit)
         return train, test
 

@@ -1,13 +1,15 @@
 """Task-agnostic training: `train_and_evaluate(config, model_dir)` and the `handgrad-train` command.
 
     handgrad-train --config=mnist_cnn --model_dir=/tmp/mnist_cnn [--data_dir=DIR] [--epochs=N]
+        [--strategy=default|mirrored|multi_worker|tpu] [--mixed_precision] [--seed=N]
 
 What a run leaves in `model_dir`:
     config.json                  the config actually trained (overrides applied)
-    backup/                      the latest training state (weights, optimizer, epoch), written at
-                                 the end of every epoch by keras.callbacks.BackupAndRestore; a rerun
-                                 of the same command resumes from it instead of starting over
-    checkpoints/epoch_NNN.weights.h5   the weights after every epoch
+    backup/                      the latest training state (weights, optimizer, epoch), written
+                                 atomically at the end of every epoch (`zoo/resilience.py`); a
+                                 rerun of the same command resumes from it instead of starting
+                                 over, also after the process was killed at any instant
+    checkpoints/epoch_NNN.weights.h5   the weights after every epoch (also written atomically)
     logs/                        TensorBoard event files (train and validation curves)
     history.csv                  one line per epoch (loss, metrics, epoch_seconds); appended to
                                  on resume
@@ -19,6 +21,16 @@ The task (`zoo/configs.py: TASKS[config.task]`) provides `build_model(config)`,
 `datasets(config, data_dir)` and `evaluate(model, config, data_dir, model_dir)`; configs are
 dataclasses with at least `task` and `epochs` (and optionally `steps_per_epoch`,
 `validate_every_epoch`).
+
+Scale and resilience (see `zoo/distribute.py` and `zoo/resilience.py`):
+    --strategy     the model, optimizer and metrics are built under the strategy's scope and
+                   Keras' fit distributes the task's dataset (global batch = config.batch_size)
+    --mixed_precision   the mixed_float16 policy; compile wraps the optimizer in Keras'
+                   LossScaleOptimizer (dynamic loss scaling); models keep their output head in
+                   float32
+    --seed         seeds everything and enables TF op determinism: bit-identical CPU runs
+A NaN or Inf loss stops training with `NonFiniteLossError` (exit status 1 from the command),
+naming the step and the last finite loss; the last good checkpoint is kept.
 """
 
 import dataclasses
@@ -26,12 +38,12 @@ import importlib.util
 import json
 import logging
 import typing
-from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 import handgrad.losses  # noqa: F401  (registers the losses for loading model.keras)
-from handgrad.zoo import configs
+from handgrad.zoo import configs, distribute, resilience
 from handgrad.zoo.callbacks import EpochTimer
 
 
@@ -90,35 +102,65 @@ def format_metrics(metrics):
                      for k, v in metrics.items())
 
 
-def train_and_evaluate(config, model_dir, data_dir=None, *, verbose="auto", **overrides):
+def train_and_evaluate(config, model_dir, data_dir=None, *, verbose="auto", strategy="default",
+                       mixed_precision=False, seed=None, sync_batch_norm=False, **overrides):
     """Trains `config` into `model_dir` (resuming if a backup is there), then evaluates it.
 
     Args:
         config: a config name from `zoo/configs.py` or a config dataclass.
-        model_dir: output folder (created); see the module docstring for its contents.
+        model_dir: output folder (created); see the module docstring for its contents. Under a
+            multi-worker strategy, workers other than the chief write `model_dir/worker_<i>`.
         data_dir: passed to the task's `datasets` / `evaluate` (None: the task's default source).
         verbose: Keras' fit verbosity ("auto": a progress bar).
+        strategy: a name from `zoo.distribute.STRATEGIES` or a `tf.distribute.Strategy`.
+        mixed_precision: train under the mixed_float16 policy (restored afterwards).
+        seed: if not None, replaces `config.seed` and turns on op determinism.
+        sync_batch_norm: BatchNormalization statistics over all replicas (`synchronized=True`)
+            instead of each replica's own batch.
         **overrides: config fields to replace, e.g. `epochs=2`, `batch_size=64`.
     Returns: the task's metrics dict (also printed, one `name=value` per line, last lines).
+    Raises: `zoo.resilience.NonFiniteLossError` when the loss becomes NaN or Inf.
     """
     name = config if isinstance(config, str) else None
+    if seed is not None:
+        overrides["seed"] = seed
     config = resolve_config(config, **overrides)
-    model_dir = Path(model_dir)
+    if isinstance(strategy, str):
+        strategy = distribute.make_strategy(strategy)
+    if seed is not None:
+        resilience.enable_determinism(seed)
+    model_dir = distribute.worker_model_dir(strategy, model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.json").write_text(json.dumps(
-        {"config_name": name, "class": type(config).__name__, **dataclasses.asdict(config)},
+        {"config_name": name, "class": type(config).__name__, **dataclasses.asdict(config),
+         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+         "mixed_precision": bool(mixed_precision), "sync_batch_norm": bool(sync_batch_norm)},
         indent=2, default=str))
     task = configs.get_task(config)
-    model = task.build_model(config)
+    previous_policy = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():  # variables, optimizer slots and metrics become mirrored
+            model = task.build_model(config)
+        if sync_batch_norm:
+            distribute.synchronize_batch_norm(model)
+        return _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy):
     train_ds, eval_ds = task.datasets(config, data_dir)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        distribute.prepare_multi_worker_fit(model, strategy, train_ds)
+    guard = resilience.NonFiniteGuard()
     callbacks = [
+        guard,
         EpochTimer(),
-        # Keeps the latest state (weights + optimizer + epoch) for resuming; kept after the run
-        # so that a rerun with more epochs continues rather than restarting.
-        keras.callbacks.BackupAndRestore(str(model_dir / "backup"), delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(
-            str(model_dir / "checkpoints" / "epoch_{epoch:03d}.weights.h5"),
-            save_weights_only=True),
+        # The latest state (weights + optimizer + epoch) for resuming, written atomically; kept
+        # after the run so that a rerun with more epochs continues rather than restarting.
+        resilience.AtomicBackup(model_dir / "backup", model_dir / "checkpoints", guard=guard),
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
     ]
     if importlib.util.find_spec("tensorboard") is not None:
@@ -126,12 +168,14 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, verbose="auto", **ov
     else:  # tf.summary needs the tensorboard package, which tensorflow does not pull in
         logging.warning("zoo/train.py: the `tensorboard` package is not installed; no "
                         "TensorBoard logs are written (pip install tensorboard).")
-    (model_dir / "checkpoints").mkdir(exist_ok=True)
     validate = getattr(config, "validate_every_epoch", True)
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=getattr(config, "steps_per_epoch",
-                                                                      None),
-              validation_data=eval_ds if validate else None, callbacks=callbacks,
-              verbose=verbose, shuffle=False)  # the task's dataset shuffles itself
+    with strategy.scope():
+        model.fit(train_ds, epochs=config.epochs,
+                  steps_per_epoch=getattr(config, "steps_per_epoch", None),
+                  validation_data=eval_ds if validate else None, callbacks=callbacks,
+                  verbose=verbose, shuffle=False)  # the task's dataset shuffles itself
+    if guard.tripped:
+        raise guard.error(model_dir / "backup")
     model.save(model_dir / "model.keras")
     metrics = task.evaluate(model, config, data_dir, model_dir)
     print(format_metrics(metrics), flush=True)
@@ -149,6 +193,13 @@ def _define_flags():
     flags.DEFINE_integer("steps", None, "Override config.steps_per_epoch (batches per epoch).")
     flags.DEFINE_float("learning_rate", None, "Override config.learning_rate.")
     flags.DEFINE_multi_string("set", [], "Override any config field: --set=field=value.")
+    flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+                      "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+    flags.DEFINE_boolean("mixed_precision", False, "Train under the mixed_float16 policy.")
+    flags.DEFINE_boolean("sync_batch_norm", False, "BatchNormalization statistics over all "
+                         "replicas (synchronized=True) instead of per replica.")
+    flags.DEFINE_integer("seed", None, "Override config.seed and enable TF op determinism "
+                         "(bit-identical CPU runs).")
     flags.mark_flags_as_required(["config", "model_dir"])
     return flags.FLAGS
 
@@ -171,7 +222,12 @@ def main(argv):
     f = flags.FLAGS
     overrides = {"epochs": f.epochs, "batch_size": f.batch_size, "steps_per_epoch": f.steps,
                  "learning_rate": f.learning_rate, **parse_sets(f.set)}
-    train_and_evaluate(f.config, f.model_dir, f.data_dir, verbose=1, **overrides)
+    try:
+        train_and_evaluate(f.config, f.model_dir, f.data_dir, verbose=1, strategy=f.strategy,
+                           mixed_precision=f.mixed_precision, seed=f.seed,
+                           sync_batch_norm=f.sync_batch_norm, **overrides)
+    except resilience.NonFiniteLossError as e:
+        raise SystemExit(f"ERROR: {e}") from None  # exit status 1, no traceback
 
 
 def run():
