@@ -202,18 +202,23 @@ class FaceDetector(keras.Model):
             self.compute_detection_loss(targets, outputs, tf.shape(images)[1:3]))
 
     # --- inference ------------------------------------------------------------------------
-    def detect(self, images):
-        """Images `(B, H, W, 3)` in [0, 1] -> {"boxes", "scores", "num_detections"} (px)."""
+    def detect(self, images, score_threshold=None, iou_threshold=None, max_detections=None):
+        """Images `(B, H, W, 3)` in [0, 1] -> {"boxes", "scores", "num_detections"} (px).
+
+        The thresholds default to the model's config; the export fixes its own.
+        """
         images = tf.convert_to_tensor(images, tf.float32)
         outputs = self(images, training=False)
         image_hw = tf.shape(images)[1:3]
         counts = anchor_lib.anchors_per_level(image_hw, self.sizes_per_level,
                                               self.aspect_ratios, self.strides)
         c = self._config
-        return postprocess(outputs["cls_logits"], outputs["box_deltas"], self.anchors(image_hw),
-                           counts, (image_hw[0], image_hw[1]), self.variances,
-                           c["pre_nms_top_k"], c["score_threshold"], c["nms_iou_threshold"],
-                           c["max_detections"])
+        return postprocess(
+            outputs["cls_logits"], outputs["box_deltas"], self.anchors(image_hw), counts,
+            (image_hw[0], image_hw[1]), self.variances, c["pre_nms_top_k"],
+            c["score_threshold"] if score_threshold is None else score_threshold,
+            c["nms_iou_threshold"] if iou_threshold is None else iou_threshold,
+            c["max_detections"] if max_detections is None else max_detections)
 
     def predict_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
