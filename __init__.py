@@ -18,3 +18,6 @@ from handgrad import layers, losses
 
 __all__ = ["layers", "losses"]
 __version__ = "0.1.0"
+
+# registers the face detector (FaceDetector, ImageNetPreprocess) for load_model
+from handgrad.zoo import retinanet as _retinanet  # noqa: E402, F401
