@@ -102,8 +102,32 @@ def make_loss(config):
 
 
 def build_uncompiled(config):
+    """The config's model; under a mixed policy its output head is rebuilt in float32."""
     module, _, attr = config.model.partition(":")
-    return getattr(importlib.import_module(module), attr)(config)
+    model = getattr(importlib.import_module(module), attr)(config)
+    if keras.config.dtype_policy().name.startswith("mixed"):
+        model = float32_head(model)
+    return model
+
+
+def float32_head(model, names=("logits", "probabilities")):
+    """A copy of a functional model whose layers `names` compute in float32.
+
+    Under mixed_float16 a float16 softmax rounds small probabilities to 0, and the
+    cross-entropy's log(0) is Inf; Keras' mixed-precision guide keeps the output layer in
+    float32 for that reason. The logits Dense is float32 too (its inputs are cast up), so the
+    last matmul's sum does not round in float16 either. The weights are copied (variables are
+    float32 under a mixed policy), so the model starts where its float32 twin starts.
+    """
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in names:
+            config["dtype"] = "float32"
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def confusion_matrix(labels, predictions, num_classes=NUM_CLASSES):

@@ -143,11 +143,24 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, verbose="auto", stra
     try:
         with strategy.scope():  # variables, optimizer slots and metrics become mirrored
             model = task.build_model(config)
+            if mixed_precision and not isinstance(model.optimizer,
+                                                  keras.optimizers.LossScaleOptimizer):
+                # compile wraps it when the model's policy is mixed; a task whose model keeps
+                # a float32 policy still gets dynamic loss scaling for its float16 layers.
+                model.optimizer = keras.optimizers.LossScaleOptimizer(model.optimizer)
         if sync_batch_norm:
             distribute.synchronize_batch_norm(model)
+        _record(model_dir, optimizer=type(model.optimizer).__name__)
         return _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _record(model_dir, **values):
+    """Adds `values` to `model_dir/config.json` (what the run actually used)."""
+    path = model_dir / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}, indent=2,
+                               default=str))
 
 
 def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy):
