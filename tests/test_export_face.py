@@ -10,6 +10,8 @@ square, i.e. 1 / scale original pixels, plus one for the bilinear edge).
 import io
 import shutil
 import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -132,3 +134,64 @@ def test_saved_model_cli_lists_both_signatures(export_dir):
     assert "dtype: DT_STRING" in by_bytes and "shape: (-1)" in by_bytes
     for block in (default, by_bytes):
         assert "outputs['boxes']" in block and "outputs['num_detections']" in block
+
+
+@pytest.fixture(scope="module")
+def small_detector_export(tmp_path_factory):
+    """A small FaceDetector (ResNet18, narrow) exported with score threshold 0, so every image
+    returns its top boxes; random weights suffice to compare the export with the original."""
+    from handgrad.zoo.retinanet import FaceDetector
+
+    keras.utils.set_random_seed(0)
+    detector = FaceDetector(backbone_depth=18, base_filters=8, fpn_filters=16, head_filters=16,
+                            prior_probability=0.3)
+    module = FaceServing(detector, input_size=INPUT_SIZE, score_threshold=0.0, max_detections=20)
+    path = tmp_path_factory.mktemp("small_detector")
+    save(module, path)
+    return module, path
+
+
+def _synthetic_jpegs(count):
+    from handgrad.pipelines import synthetic_faces
+
+    faces, backgrounds = synthetic_faces.load_faces(), synthetic_faces.load_backgrounds()
+    out = []
+    for i in range(count):
+        _, _, image, _ = synthetic_faces.compose_image(
+            synthetic_faces.image_rng(0, "val", i), faces, backgrounds, 160 + 40 * i)
+        buffer = io.BytesIO()
+        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="JPEG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_reloaded_detector_without_handgrad_matches_in_memory(small_detector_export, tmp_path):
+    module, path = small_detector_export
+    jpegs = _synthetic_jpegs(2)
+    expected = module.serve_bytes(tf.constant(jpegs))
+    x = tf.random.stateless_uniform([1, INPUT_SIZE, INPUT_SIZE, 3], seed=[1, 2])
+    expected_raw = module.forward(x)
+    np.save(tmp_path / "x.npy", x.numpy())
+    (tmp_path / "a.jpg").write_bytes(jpegs[0])
+    (tmp_path / "b.jpg").write_bytes(jpegs[1])
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["handgrad"] = None  # any `import handgrad` now raises ImportError
+        import numpy as np, tensorflow as tf
+        m = tf.saved_model.load({str(path)!r})
+        data = [open({str(tmp_path / "a.jpg")!r}, "rb").read(),
+                open({str(tmp_path / "b.jpg")!r}, "rb").read()]
+        out = m.signatures["image_bytes"](image_bytes=tf.constant(data))
+        raw = m.forward(tf.constant(np.load({str(tmp_path / "x.npy")!r})))
+        np.savez({str(tmp_path / "out.npz")!r}, **{{k: v.numpy() for k, v in out.items()}},
+                 **{{"raw_" + k: v.numpy() for k, v in raw.items()}})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    got = np.load(tmp_path / "out.npz")
+    np.testing.assert_array_equal(got["num_detections"], expected["num_detections"].numpy())
+    assert got["num_detections"].min() == 20
+    np.testing.assert_allclose(got["scores"], expected["scores"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["boxes"], expected["boxes"].numpy(), rtol=1e-4, atol=1e-3)
+    for key in ("cls_logits", "box_deltas"):
+        np.testing.assert_allclose(got["raw_" + key], expected_raw[key].numpy(), rtol=1e-5,
+                                   atol=1e-5)
