@@ -15,9 +15,7 @@ Importing ``handgrad`` registers every layer, loss and model with Keras' seriali
 """
 
 from handgrad import layers, losses
+from handgrad.zoo import retinanet as _retinanet  # noqa: F401  (registers FaceDetector)
 
 __all__ = ["layers", "losses"]
 __version__ = "0.1.0"
-
-# registers the face detector (FaceDetector, ImageNetPreprocess) for load_model
-from handgrad.zoo import retinanet as _retinanet  # noqa: E402, F401
