@@ -15,7 +15,11 @@ Backward:
         dW[j, i, c, c'] = sum_{r, h', w'} X[r, s h' + j - p, s w' + i - p, c] delta[r, h', w', c']
         a correlation of the input with delta: Conv2DBackpropFilter.
     db[c'] = sum_{r, h', w'} delta[r, h', w', c']
-Both kernels are the ones TensorFlow's own Conv2D gradient calls.
+Both kernels are the ones TensorFlow's own Conv2D gradient calls. For a 1 x 1 kernel, eq. 28
+reduces to dW[0, 0, c, c'] = sum X[r, s h', s w', c] delta[r, h', w', c'] (no padding is ever
+needed), one matrix product of the strided input with delta; the code uses it, because it is
+cheaper and because TF 2.21's oneDNN filter-gradient kernel crashes on 1 x 1 stride-2 kernels
+with few input channels (e.g. input (1, 64, 64, 8), filter (1, 1, 8, 16)).
 """
 
 import keras
@@ -42,6 +46,7 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1):
         raise ValueError(f"strides > 1 with dilation_rate > 1 is not supported. "
                          f"Received: strides={s}, dilation_rate={d}")
     strides4, dil4 = [1, *s, 1], [1, *d, 1]
+    pointwise = tuple(kernel.shape[:2]) == (1, 1)
 
     @tf.custom_gradient
     def forward(x, kernel, *maybe_bias):
@@ -54,10 +59,15 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1):
             dx = tf.raw_ops.Conv2DBackpropInput(
                 input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
                 strides=strides4, padding=pad, dilations=dil4)
-            # eq. 28: correlate the input with delta: (K_h, K_w, C, C')
-            dw = tf.raw_ops.Conv2DBackpropFilter(
-                input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
-                strides=strides4, padding=pad, dilations=dil4)
+            if pointwise:  # eq. 28 for K = 1: (C, R H' W') @ (R H' W', C') -> (1, 1, C, C')
+                xs = x[:, ::s[0], ::s[1], :]  # (R, H', W', C)
+                dw = tf.matmul(tf.reshape(xs, [-1, xs.shape[-1]]),
+                               tf.reshape(dy, [-1, dy.shape[-1]]), transpose_a=True)
+                dw = tf.reshape(dw, tf.shape(kernel))
+            else:  # eq. 28: correlate the input with delta: (K_h, K_w, C, C')
+                dw = tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
+                    strides=strides4, padding=pad, dilations=dil4)
             if maybe_bias:
                 return dx, dw, tf.reduce_sum(dy, axis=[0, 1, 2])  # (C',)
             return dx, dw

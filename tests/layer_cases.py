@@ -185,6 +185,8 @@ CASES = [
     _conv_case("conv_stride2_same_odd", (2, 7, 9, 3), 4, 3, 2, "same"),
     _conv_case("conv_stride2_same_even", (2, 8, 8, 2), 3, 5, 2, "same"),
     _conv_case("conv_k1_relu", (2, 5, 5, 3), 4, 1, 1, "valid", activation="relu"),
+    _conv_case("conv_k1_stride2_valid_odd", (2, 7, 9, 3), 4, 1, 2, "valid"),
+    _conv_case("conv_k1_stride2_same", (1, 8, 6, 8), 5, 1, 2, "same"),
     _conv_case("conv_dilated_same", (1, 8, 7, 2), 2, 3, 1, "same", dilation=2, fd_dtype="float32"),
     _pool_case("pool_2x2", (2, 6, 6, 2), 2, 2, "valid"),
     _pool_case("pool_overlap_k3_s2", (2, 7, 7, 2), 3, 2, "valid"),
