@@ -12,7 +12,8 @@ What a run leaves in `model_dir`:
     checkpoints/epoch_NNN.weights.h5   the weights after every epoch (also written atomically)
     logs/                        TensorBoard event files (train and validation curves)
     history.csv                  one line per epoch (loss, metrics, epoch_seconds); appended to
-                                 on resume
+                                 on resume (an epoch interrupted after its line was written and
+                                 before its checkpoint is redone and logged again)
     model.keras                  the final model (loads with keras.models.load_model after
                                  `import handgrad`)
 and the task's metrics are printed last, one `name=value` per line (MNIST: `test_accuracy=...`).
@@ -171,9 +172,6 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
     callbacks = [
         guard,
         EpochTimer(),
-        # The latest state (weights + optimizer + epoch) for resuming, written atomically; kept
-        # after the run so that a rerun with more epochs continues rather than restarting.
-        resilience.AtomicBackup(model_dir / "backup", model_dir / "checkpoints", guard=guard),
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
     ]
     if importlib.util.find_spec("tensorboard") is not None:
@@ -181,6 +179,12 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
     else:  # tf.summary needs the tensorboard package, which tensorflow does not pull in
         logging.warning("zoo/train.py: the `tensorboard` package is not installed; no "
                         "TensorBoard logs are written (pip install tensorboard).")
+    # Last: the latest state (weights + optimizer + epoch) for resuming, written atomically
+    # after the epoch's logs, so a logged epoch may be redone (history.csv then repeats it) but
+    # a checkpointed epoch is never missing from the logs. Kept after the run so that a rerun
+    # with more epochs continues rather than restarting.
+    callbacks.append(resilience.AtomicBackup(model_dir / "backup", model_dir / "checkpoints",
+                                             guard=guard))
     validate = getattr(config, "validate_every_epoch", True)
     with strategy.scope():
         model.fit(train_ds, epochs=config.epochs,
