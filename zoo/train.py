@@ -31,7 +31,9 @@ Scale and resilience (see `zoo/distribute.py` and `zoo/resilience.py`):
                    float32
     --seed         seeds everything and enables TF op determinism: bit-identical CPU runs
 A NaN or Inf loss stops training with `NonFiniteLossError` (exit status 1 from the command),
-naming the step and the last finite loss; the last good checkpoint is kept.
+naming the step and the last finite loss; the last good checkpoint is kept. The command prints
+bad-input errors (ValueError, FileNotFoundError: unknown config, bad field values, missing or
+corrupt data files) as one `handgrad-train: error: ...` line and exits with status 1.
 """
 
 import dataclasses
@@ -234,17 +236,19 @@ def parse_sets(items):
 def main(argv):
     from absl import flags
 
-    if len(argv) > 1:
-        raise ValueError(f"Unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    overrides = {"epochs": f.epochs, "batch_size": f.batch_size, "steps_per_epoch": f.steps,
-                 "learning_rate": f.learning_rate, **parse_sets(f.set)}
     try:
+        if len(argv) > 1:
+            raise ValueError(f"Unexpected arguments: {argv[1:]}")
+        overrides = {"epochs": f.epochs, "batch_size": f.batch_size, "steps_per_epoch": f.steps,
+                     "learning_rate": f.learning_rate, **parse_sets(f.set)}
         train_and_evaluate(f.config, f.model_dir, f.data_dir, verbose=1, strategy=f.strategy,
                            mixed_precision=f.mixed_precision, seed=f.seed,
                            sync_batch_norm=f.sync_batch_norm, **overrides)
-    except resilience.NonFiniteLossError as e:
-        raise SystemExit(f"ERROR: {e}") from None  # exit status 1, no traceback
+    except (resilience.NonFiniteLossError, ValueError, FileNotFoundError) as e:
+        # Bad input (config name, field values, data files) and a diverged run: one line naming
+        # the problem and exit status 1, no traceback.
+        raise SystemExit(f"handgrad-train: error: {type(e).__name__}: {e}") from None
 
 
 def run():

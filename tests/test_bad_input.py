@@ -1,0 +1,178 @@
+"""Every bad input tried on the training/data paths, and what the user sees (README table).
+
+Each case calls the real code path (the training function, the tf.data pipelines, the command
+line) and checks the message or the documented recovery. Bad input already covered elsewhere:
+corrupt/truncated IDX variants (tests/test_mnist_pipeline.py), malformed WIDER annotation lines
+(tests/test_wider_parser.py), undecodable bytes and bad tensors at serving time
+(tests/test_export_*.py).
+"""
+
+import gzip
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from handgrad.pipelines import mnist, wider_face
+from handgrad.zoo.train import train_and_evaluate
+
+TINY = dict(filters=(4, 4, 4), epochs=1, steps_per_epoch=1, validate_every_epoch=False)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+# ---- MNIST data ----------------------------------------------------------------------------
+
+def test_truncated_idx_names_file_and_sizes(mnist_dir, tmp_path):
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(mnist_dir / name, tmp_path)
+    raw = gzip.decompress((mnist_dir / "train-images-idx3-ubyte.gz").read_bytes())
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(raw[:1_000_000])  # cut mid-image
+    with pytest.raises(mnist.IdxFormatError,
+                       match=r"train-images-idx3-ubyte: truncated file: the header says shape "
+                             r"\(60000, 28, 28\), i\.e\. 47040016 bytes, but the file has 1000000"):
+        train_and_evaluate("mnist_cnn", tmp_path / "run", tmp_path, verbose=0, **TINY)
+
+
+def test_empty_mnist_dir_lists_the_expected_files(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"MNIST file train-images-idx3-ubyte\[\.gz\] "
+                       r"not found in .*data\. Expected the four official IDX files"):
+        train_and_evaluate("mnist_cnn", tmp_path / "run", tmp_path / "data", verbose=0, **TINY)
+
+
+# ---- WIDER FACE data -----------------------------------------------------------------------
+
+def _wider(root, images, faces):
+    """A one-folder WIDER val layout: images {name: PIL image or bytes}, faces {name: lines}."""
+    folder = root / "WIDER_val" / "images" / "0--Test"
+    folder.mkdir(parents=True)
+    lines = []
+    for name, image in images.items():
+        if isinstance(image, bytes):
+            (folder / name).write_bytes(image)
+        else:
+            image.save(folder / name)
+        rows = faces.get(name, [])
+        lines += [f"0--Test/{name}", str(len(rows))] + (rows or ["0 0 0 0 0 0 0 0 0 0"])
+    (root / "wider_face_split").mkdir()
+    (root / "wider_face_split" / "wider_face_val_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+
+
+def _examples(root, size=64):
+    counter = wider_face.SkipCounter()
+    ds = wider_face.make_dataset(root, "val", batch_size=1, training=False, eval_size=size,
+                                 skip_counter=counter)
+    out = {}
+    for images, labels in ds:
+        n = int(labels["num_boxes"][0])
+        out[labels["image_path"][0].numpy().decode().split("/")[-1]] = (
+            images[0].numpy(), labels["boxes"][0, :n].numpy())
+    return out, counter.skipped
+
+
+def test_corrupt_jpeg_is_skipped_and_counted(tmp_path):
+    good = Image.fromarray(np.full((40, 40, 3), 200, np.uint8))
+    buffer = io.BytesIO()
+    good.save(buffer, format="JPEG")
+    _wider(tmp_path, {"good.jpg": good, "cut.jpg": buffer.getvalue()[:200],
+                      "text.jpg": b"not a jpeg at all"},
+           {"good.jpg": ["5 5 10 10 0 0 0 0 0 0"], "cut.jpg": ["5 5 10 10 0 0 0 0 0 0"]})
+    examples, skipped = _examples(tmp_path)
+    assert sorted(examples) == ["good.jpg"] and skipped == 2
+
+
+def test_16_bit_and_grey_png_become_8_bit_rgb(tmp_path):
+    ramp16 = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 64).astype(np.uint16)
+    grey = np.arange(32 * 32).reshape(32, 32).astype(np.uint8) % 251
+    _wider(tmp_path, {"deep.png": Image.fromarray(ramp16), "grey.png": Image.fromarray(grey)},
+           {})
+    examples, _ = _examples(tmp_path, size=32)  # 32 x 32: no resizing, exact pixels
+    deep, grey_rgb = examples["deep.png"][0], examples["grey.png"][0]
+    for image in (deep, grey_rgb):  # three equal channels in [0, 1]
+        np.testing.assert_array_equal(image[..., 0], image[..., 2])
+    np.testing.assert_allclose(deep[..., 0] * 255, np.round(ramp16 / 257.0), atol=1.01)
+    np.testing.assert_allclose(grey_rgb[..., 1] * 255, grey, atol=1e-3)
+
+
+def test_zero_face_image_and_negative_width_box(tmp_path):
+    blank = Image.fromarray(np.zeros((64, 64, 3), np.uint8))
+    _wider(tmp_path, {"none.jpg": blank, "neg.jpg": blank},
+           {"neg.jpg": ["30 10 -8 12 0 0 0 0 0 0", "4 4 16 16 0 0 0 0 0 0"]})
+    records, stats = wider_face.parse_annotations(
+        tmp_path / "wider_face_split" / "wider_face_val_bbx_gt.txt", return_stats=True)
+    assert (stats.empty_images, stats.degenerate, stats.kept) == (1, 1, 1)
+    examples, _ = _examples(tmp_path)
+    assert examples["none.jpg"][1].shape == (0, 4)  # kept: all anchors are background
+    np.testing.assert_allclose(examples["neg.jpg"][1], [[4, 4, 20, 20]])  # the bad box dropped
+
+
+def test_8000x8000_image_is_resized_with_its_box(tmp_path):
+    # A flat PNG compresses to ~80 kB; decoding costs 192 MB for about half a second.
+    big = Image.new("RGB", (8000, 8000), (90, 120, 150))
+    _wider(tmp_path, {"big.png": big}, {"big.png": ["2000 4000 2000 2000 0 0 0 0 0 0"]})
+    examples, _ = _examples(tmp_path, size=64)
+    image, boxes = examples["big.png"]
+    assert image.shape == (64, 64, 3)
+    np.testing.assert_allclose(image[10, 10] * 255, [90, 120, 150], atol=1)
+    np.testing.assert_allclose(boxes, [[32, 16, 48, 32]], atol=1e-3)  # x 64/8000
+
+
+def test_empty_wider_dir_names_the_annotation_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No wider_face_train_bbx_gt.txt under "):
+        wider_face.make_dataset(tmp_path, "train", batch_size=2)
+
+
+# ---- configs and flags ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (dict(config="nope"), ValueError, r"Unknown config 'nope'\. Known configs: .*mnist_cnn"),
+    (dict(epoch=3), ValueError, r"has no field 'epoch'\. Known fields: .*epochs"),
+    (dict(batch_size=0), ValueError, r"batch_size must be a positive int\. Received: "
+                                     r"batch_size=0"),
+    (dict(optimizer="rmsprop"), ValueError, r"optimizer must be 'adam', 'adamw' or 'sgd'"),
+    (dict(validate_every_epoch="maybe"), ValueError, r"--validate_every_epoch expects "
+                                                     r"true/false\. Received: 'maybe'"),
+    (dict(epochs="two"), ValueError, r"invalid literal for int\(\) with base 10: 'two'"),
+    (dict(strategy="horovod"), ValueError, r"--strategy must be one of default, mirrored, "
+                                           r"multi_worker, tpu\. Received: strategy='horovod'"),
+    (dict(strategy="multi_worker"), ValueError, r"needs the TF_CONFIG environment variable"),
+], ids=["unknown_config", "unknown_field", "batch_size_0", "unknown_optimizer", "bad_bool",
+        "non_int_epochs", "unknown_strategy", "multi_worker_without_tf_config"])
+def test_bad_config_values(mnist_dir, tmp_path, monkeypatch, overrides, error, message):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    config = overrides.pop("config", "mnist_cnn")
+    with pytest.raises(error, match=message):
+        train_and_evaluate(config, tmp_path, mnist_dir, verbose=0, **{**TINY, **overrides})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=nope"], r"handgrad-train: error: ValueError: Unknown config 'nope'"),
+    (["--config=mnist_cnn", "--strategy=horovod"],
+     r"FATAL Flags parsing error: flag --strategy=horovod: value should be one of "
+     r"<default\|mirrored\|multi_worker\|tpu>"),
+    (["--config=mnist_cnn", "--epochs=abc"],
+     r"flag --epochs=abc: invalid literal for int\(\) with base 10: 'abc'"),
+    (["--config=mnist_cnn", "--set=epochs"],
+     r"handgrad-train: error: ValueError: --set expects field=value\. Received: "
+     r"--set='epochs'"),
+], ids=["unknown_config", "unknown_strategy", "non_int_flag", "set_without_value"])
+def test_command_line_reports_bad_flags_in_one_line(tmp_path, args, message):
+    proc = subprocess.Popen([sys.executable, "-m", "handgrad.zoo.train",
+                             f"--model_dir={tmp_path}", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err[-2000:]
+    assert re.search(message, err), err[-2000:]
+    assert "Traceback" not in err
