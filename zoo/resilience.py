@@ -22,10 +22,10 @@ Keras seeds: initial weights, shuffling, augmentation) plus
 its element order). Two CPU runs with the same seed and flags then give bit-identical weights.
 Op determinism is process-wide and slows some GPU kernels down.
 
-Fault injection for the crash tests: the environment variable `HANDGRAD_FAULT` set to
-`kill_at_step:<N>` SIGKILLs the process after global step N, and `kill_in_checkpoint:<E>`
-SIGKILLs it halfway through writing the backup of epoch E (the temporary file is truncated to
-half, as an interrupted write leaves it). Unset, nothing happens.
+Fault injection for the crash test: the environment variable `HANDGRAD_FAULT` set to
+`kill_in_checkpoint:<E>` SIGKILLs the process halfway through writing the backup of epoch E
+(the temporary file is truncated to half, as an interrupted write leaves it). Unset, nothing
+happens.
 """
 
 import json
@@ -153,9 +153,6 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = None if logs is None else logs.get("loss")
         step = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer else batch + 1
-        kill_step = _fault("kill_at_step")
-        if kill_step is not None and step >= kill_step:
-            os.kill(os.getpid(), signal.SIGKILL)
         if loss is None:
             return
         loss = float(loss)
