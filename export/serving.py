@@ -138,10 +138,9 @@ class FaceServing(tf.Module):
         return self._detect(x, scales, sizes)
 
     def tflite_fn(self, x):
-        """`(1, S, S, 3)` float [0, 1] -> boxes in the S x S input's pixels (see tflite.py)."""
-        out = self.detector.detect(x, **self._thresholds)
-        return {"boxes": out["boxes"], "scores": out["scores"],
-                "num_detections": tf.cast(out["num_detections"], tf.int32)}
+        """`(1, S, S, 3)` float [0, 1] -> the network's `cls_logits` `(1, A, 1)` and
+        `box_deltas` `(1, A, 4)` (see tflite.py: TFLite has no builtin batched NMS)."""
+        return self.detector(x, training=False)
 
     def signatures(self):
         return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}

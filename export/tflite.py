@@ -2,9 +2,11 @@
 activations in float).
 
 The TFLite graph takes the model's square float input (MNIST: `(1, 28, 28, 1)`; the detector:
-`(1, S, S, 3)`, both in [0, 1]); resizing and decoding stay with the caller. The detector's batched
-NMS has no TFLite builtin, so it runs as a TensorFlow select op (the `tensorflow` pip package's
-interpreter includes them; a mobile build needs the Flex delegate).
+`(1, S, S, 3)`, both in [0, 1]); resizing and decoding stay with the caller. MNIST returns its
+probabilities. The detector returns the network's raw outputs (`cls_logits`, `box_deltas` per
+anchor): TFLite has no builtin for the batched NMS of the SavedModel's post-processing (it would
+need the Flex delegate, which the pip interpreter does not link), so a TFLite runtime applies
+sigmoid, decoding (`handgrad.zoo.box_ops.decode_boxes`) and its own NMS.
 """
 
 import tensorflow as tf
@@ -18,8 +20,6 @@ def convert(module, mode="float32"):
         raise ValueError(f"TFLite mode must be one of {MODES}. Received: mode={mode!r}")
     concrete = module.tflite_fn.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
-                                           tf.lite.OpsSet.SELECT_TF_OPS]
     if mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range quantisation
     return converter.convert()

@@ -195,3 +195,21 @@ def test_reloaded_detector_without_handgrad_matches_in_memory(small_detector_exp
     for key in ("cls_logits", "box_deltas"):
         np.testing.assert_allclose(got["raw_" + key], expected_raw[key].numpy(), rtol=1e-5,
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, rtol", [("float32", 1e-4), ("int8", 0.1)])
+def test_detector_tflite_matches_saved_model_network(small_detector_export, mode, rtol):
+    """float32: the same network, rounding only (relative 1e-4 of the output scale). int8
+    (dynamic range): 8-bit weights move the raw outputs by a few per cent of their scale; 0.1
+    bounds it while a wrong graph (other weights, other anchors order) is off by O(1)."""
+    from handgrad.export import tflite
+
+    module, path = small_detector_export
+    x = tf.random.stateless_uniform([1, INPUT_SIZE, INPUT_SIZE, 3], seed=[3, 4])
+    loaded = tf.saved_model.load(str(path))
+    expected = loaded.forward(x)
+    got = tflite.run(tflite.convert(module, mode), x.numpy())
+    for key in ("cls_logits", "box_deltas"):
+        ref = expected[key].numpy()
+        spread = float(ref.max() - ref.min())
+        np.testing.assert_allclose(got[key], ref, atol=rtol * spread)
