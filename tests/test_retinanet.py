@@ -160,3 +160,23 @@ def test_overfits_synthetic_wider_images(tmp_path):
     assert int(np.sum(labels["num_boxes"])) == 12
     assert found >= 9, f"recall {found}/12"
     assert top_correct >= 8, f"precision at k = #faces: {top_correct}/12"
+
+
+def test_train_step_scales_the_loss_for_a_loss_scale_optimizer():
+    """One train_step with LossScaleOptimizer(SGD) moves every weight exactly as plain SGD does:
+    the loss is scaled up by 2^15 before the gradient and the gradients scaled back down. A
+    train_step that forgot to scale the loss would move the weights 2^15 times less."""
+    images = tf.constant(np.random.default_rng(2).random((2, 128, 128, 3), np.float32))
+    moved = []
+    for scaled in (False, True):
+        keras.utils.set_random_seed(0)
+        model = FaceDetector(**SMALL)
+        optimizer = keras.optimizers.SGD(0.1)
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if scaled
+                      else optimizer)
+        targets = _batch_targets(model, images, FACES, NUM_FACES)
+        before = [v.numpy() for v in model.trainable_variables]
+        model.train_on_batch(images, targets)
+        moved.append([v.numpy() - b for v, b in zip(model.trainable_variables, before)])
+    for plain, scaled in zip(*moved, strict=True):
+        np.testing.assert_allclose(scaled, plain, rtol=1e-3, atol=1e-6 * np.abs(plain).max())

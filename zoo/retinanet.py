@@ -190,6 +190,11 @@ class FaceDetector(keras.Model):
             total = losses["loss"]
             if self.losses:  # weight decay from kernel regularizers, if any
                 total = total + tf.add_n(self.losses)
+            # As in Keras' own train_step: the optimizer sums the replicas' gradients, so each
+            # replica's loss is divided by their count; a LossScaleOptimizer (mixed precision)
+            # scales the loss up here and the gradients back down in apply_gradients.
+            total = total / tf.distribute.get_strategy().num_replicas_in_sync
+            total = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
         grads = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
