@@ -151,6 +151,7 @@ class FaceTask:
                 wider_results.write_results(Path(model_dir) / "wider_results", key + ".jpg",
                                             boxes, scores)
             wider_eval.plot_pr_curves(curves, Path(model_dir) / "pr_curves.png")
+        print("AP " + " ".join(f"{s}={aps[s]:.4f}" for s in wider_eval.SETTINGS), flush=True)
         return {"val_images": len(images), **{f"ap_{s}": float(aps[s])
                                               for s in wider_eval.SETTINGS}}
 
