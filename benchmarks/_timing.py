@@ -4,6 +4,12 @@ import statistics
 import time
 
 import numpy as np
+import tensorflow as tf
+
+
+def _wait(out):
+    """Blocks until `out` is computed: TF ops on a GPU return before they finish."""
+    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
 
 
 def interleaved_samples(fns, repeats=15, iters=1, warmup=3):
@@ -14,14 +20,14 @@ def interleaved_samples(fns, repeats=15, iters=1, warmup=3):
     """
     for fn in fns.values():
         for _ in range(warmup):
-            fn()
+            _wait(fn())
     samples = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):
         for name in names if r % 2 == 0 else reversed(names):
             start = time.perf_counter()
             for _ in range(iters):
-                fns[name]()
+                _wait(fns[name]())
             samples[name].append((time.perf_counter() - start) / iters)
     return samples
 

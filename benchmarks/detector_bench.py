@@ -17,23 +17,15 @@ Prints one JSON line: both medians (ms), the ratios handgrad / keras and the iss
 import argparse
 import json
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _timing import interleaved_median  # noqa: E402
 
 from handgrad.zoo.retinanet import FaceDetector  # noqa: E402
-
-
-def _timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    tf.nest.map_structure(lambda t: t.numpy(), out)  # wait for the device
-    return (time.perf_counter() - start) * 1000.0
 
 
 def _make_runners(model, size):
@@ -79,24 +71,18 @@ def main():
     targets = {k: tf.repeat(v[None], args.batch, axis=0) for k, v in per_image.items()}
 
     runners = {"handgrad": _make_runners(ours, args.size), "keras": _make_runners(twin, args.size)}
-    for infer, train in runners.values():
-        for _ in range(args.warmup):
-            _timed(infer, images)
-            _timed(train, images, targets)
-    times = {kind: {name: [] for name in runners} for kind in ("inference", "train_step")}
-    for _ in range(args.repeats):
-        for name, (infer, _train) in runners.items():
-            times["inference"][name].append(_timed(infer, images))
-        for name, (_infer, train) in runners.items():
-            times["train_step"][name].append(_timed(train, images, targets))
+    calls = {"inference": {name: (lambda f=infer: f(images))
+                           for name, (infer, _) in runners.items()},
+             "train_step": {name: (lambda f=train: f(images, targets))
+                            for name, (_, train) in runners.items()}}
 
     result = {"benchmark": "detector", "depth": args.depth, "size": args.size,
               "batch": args.batch, "repeats": args.repeats,
               "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
               "cpu_threads": os.cpu_count()}
-    for kind in ("inference", "train_step"):
-        medians = {name: statistics.median(v) for name, v in times[kind].items()}
-        result[f"{kind}_ms"] = {name: round(m, 2) for name, m in medians.items()}
+    for kind, fns in calls.items():
+        medians = interleaved_median(fns, repeats=args.repeats, iters=1, warmup=args.warmup)
+        result[f"{kind}_ms"] = {name: round(m * 1e3, 2) for name, m in medians.items()}
         result[f"{kind}_ratio"] = round(medians["handgrad"] / medians["keras"], 4)
     result["targets"] = {"inference_ratio": 1.05, "train_step_ratio": 1.10}
     print(json.dumps(result), flush=True)
