@@ -37,9 +37,7 @@ corrupt data files) as one `handgrad-train: error: ...` line and exits with stat
 """
 
 import dataclasses
-import importlib.util
 import json
-import logging
 import typing
 
 import keras
@@ -175,12 +173,8 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
         guard,
         EpochTimer(),
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(model_dir / "logs")),
     ]
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
-    else:  # tf.summary needs the tensorboard package, which tensorflow does not pull in
-        logging.warning("zoo/train.py: the `tensorboard` package is not installed; no "
-                        "TensorBoard logs are written (pip install tensorboard).")
     # Last: the latest state (weights + optimizer + epoch) for resuming, written atomically
     # after the epoch's logs, so a logged epoch may be redone (history.csv then repeats it) but
     # a checkpointed epoch is never missing from the logs. Kept after the run so that a rerun
