@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from handgrad.pipelines import synthetic_faces, wider_face
@@ -124,17 +123,8 @@ class FaceTask:
         if config.val_limit:
             ds = ds.take(math.ceil(config.val_limit / config.batch_size))
         detect = tf.function(model.detect, reduce_retracing=True)
-        predictions = {}
-        for images, labels in ds:
-            out = {k: v.numpy() for k, v in detect(images).items()}
-            for i, path in enumerate(labels["image_path"].numpy()):
-                n = int(out["num_detections"][i])
-                sy, sx = labels["scale"][i].numpy()
-                h, w = labels["original_size"][i].numpy()
-                boxes = out["boxes"][i, :n] / np.array([sy, sx, sy, sx])  # model px -> original
-                boxes = np.clip(boxes, 0, [h, w, h, w])
-                predictions[wider_results.image_key(path.decode())] = (boxes,
-                                                                       out["scores"][i, :n])
+        predictions = {wider_results.image_key(path): (boxes, scores) for path, boxes, scores
+                       in wider_results.dataset_predictions(detect, ds)}
         return predictions, data_dir
 
     def evaluate(self, model, config, data_dir, model_dir):

@@ -104,8 +104,8 @@ def read_results(pred_dir):
     return results
 
 
-def write_dataset_predictions(predict_fn, dataset, out_dir, *, min_score=None):
-    """Runs a detector over an evaluation dataset and writes one result file per image.
+def dataset_predictions(predict_fn, dataset):
+    """Runs a detector over an evaluation dataset; yields `(image_path, boxes, scores)` per image.
 
     Args:
         predict_fn: `f(images (B, S, S, 3)) -> (boxes (B, K, 4), scores (B, K), num (B,))` with
@@ -114,14 +114,9 @@ def write_dataset_predictions(predict_fn, dataset, out_dir, *, min_score=None):
             "boxes", "scores" and "num_detections" / "valid_detections".
         dataset: `pipelines.wider_face.make_dataset(..., training=False)`; its labels carry
             "image_path", "scale" and "original_size".
-        out_dir: the prediction folder.
-        min_score: optional; drop detections scoring below it.
 
-    Returns:
-        The number of images written. Boxes are mapped back to original pixels with
-        `box / scale` and clipped to the original image.
+    Boxes come back in original pixels (`box / scale`), clipped to the original image, float64.
     """
-    written = 0
     for images, labels in dataset:
         out = predict_fn(images)
         if isinstance(out, dict):
@@ -134,9 +129,21 @@ def write_dataset_predictions(predict_fn, dataset, out_dir, *, min_score=None):
             k = int(num[b])
             box = boxes[b, :k].astype(np.float64) / np.tile(scale[b], 2)  # (k, 4) original px
             box = np.clip(box, 0.0, np.tile(size[b], 2))
-            score = scores[b, :k].astype(np.float64)
-            if min_score is not None:
-                box, score = box[score >= min_score], score[score >= min_score]
-            write_results(out_dir, path.decode() if isinstance(path, bytes) else path, box, score)
-            written += 1
+            yield (path.decode() if isinstance(path, bytes) else path, box,
+                   scores[b, :k].astype(np.float64))
+
+
+def write_dataset_predictions(predict_fn, dataset, out_dir, *, min_score=None):
+    """Writes one result file per image of `dataset_predictions(predict_fn, dataset)`.
+
+    Args: as `dataset_predictions`; out_dir: the prediction folder; min_score: optional, drop
+        detections scoring below it.
+    Returns: the number of images written.
+    """
+    written = 0
+    for path, box, score in dataset_predictions(predict_fn, dataset):
+        if min_score is not None:
+            box, score = box[score >= min_score], score[score >= min_score]
+        write_results(out_dir, path, box, score)
+        written += 1
     return written
