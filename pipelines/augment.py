@@ -17,6 +17,11 @@ All functions are plain TensorFlow ops and work eagerly and inside `tf.data` map
 
 import tensorflow as tf
 
+from handgrad.zoo.box_ops import clip_boxes
+
+__all__ = ["clip_boxes", "flip_boxes_left_right", "flip_left_right", "keep_aspect_size",
+           "pad_to_square", "resize_and_pad", "resize_keep_aspect"]
+
 
 def keep_aspect_size(height, width, size):
     """Returns the `(new_height, new_width)` int32 of an image resized so its longer side is `size`.
@@ -88,13 +93,6 @@ def pad_to_square(image, size):
     Boxes are unchanged by this padding (the origin stays at the top-left corner).
     """
     return tf.image.pad_to_bounding_box(image, 0, 0, size, size)
-
-
-def clip_boxes(boxes, height, width):
-    """Clips `[ymin, xmin, ymax, xmax]` boxes (N, 4) to the image `[0, height] x [0, width]`."""
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    limits = tf.cast(tf.stack([height, width, height, width]), tf.float32)
-    return tf.clip_by_value(boxes, 0.0, limits[tf.newaxis, :])
 
 
 def resize_and_pad(image, boxes, size, flip=False):

@@ -76,7 +76,8 @@ def decode_boxes(deltas, anchors, variances=DEFAULT_VARIANCES):
 
 
 def clip_boxes(boxes, height, width):
-    """Clips `(..., 4)` boxes to the image `[0, height] x [0, width]`."""
+    """Clips `(..., 4)` `[ymin, xmin, ymax, xmax]` boxes to the image `[0, height] x [0, width]`."""
+    boxes = tf.convert_to_tensor(boxes)
     lo = tf.zeros([4], boxes.dtype)
     hi = tf.cast(tf.stack([height, width, height, width]), boxes.dtype)
     return tf.minimum(tf.maximum(boxes, lo), hi)
