@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from handgrad.pipelines import augment
+from handgrad.zoo.wider_results import xywh_to_yxyx
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 SPLITS = ("train", "val")
@@ -114,7 +115,7 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
         rows = np.asarray(rows, np.int64).reshape(-1, 10)[:count]  # (count, 10)
         if count == 0:
             stats.empty_images += 1
-        x, y, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+        w, h = rows[:, 2], rows[:, 3]
         attributes = rows[:, 4:].astype(np.int32)  # (count, 6)
         keep = np.ones(count, bool)
         if drop_invalid:
@@ -123,7 +124,7 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
             stats.invalid += int(invalid.sum())
             stats.degenerate += int(degenerate.sum())
             keep = ~invalid & ~degenerate
-        boxes = np.stack([y, x, y + h, x + w], axis=1).astype(np.float32)[keep]  # (N, 4)
+        boxes = xywh_to_yxyx(rows[:, :4]).astype(np.float32)[keep]  # (N, 4)
         stats.kept += int(keep.sum())
         records.append(WiderRecord(image_path, boxes.reshape(-1, 4), attributes[keep]))
         i += 2 + n_lines
