@@ -166,13 +166,16 @@ class CategoricalCrossentropy(_HandgradLoss):
 
     def __init__(self, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
                  name="categorical_crossentropy", dtype=None):
-        _check_smoothing(label_smoothing, "CategoricalCrossentropy")
+        _check_smoothing(label_smoothing, type(self).__name__)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
 
+    def _one_hot(self, y_true, y_pred):
+        return tf.cast(y_true, y_pred.dtype)
+
     def call(self, y_true, y_pred):
-        y_true = _smooth(tf.cast(y_true, y_pred.dtype), self.label_smoothing)
+        y_true = _smooth(self._one_hot(y_true, y_pred), self.label_smoothing)
         if self.from_logits:
             return categorical_crossentropy_from_logits(y_true, y_pred)
         return categorical_crossentropy_from_probs(y_true, y_pred)
@@ -183,7 +186,7 @@ class CategoricalCrossentropy(_HandgradLoss):
 
 
 @keras.saving.register_keras_serializable(package="handgrad")
-class SparseCategoricalCrossentropy(_HandgradLoss):
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Cross-entropy with integer labels (eq. 56-57); labels are one-hot encoded internally.
 
     Args:
@@ -196,20 +199,10 @@ class SparseCategoricalCrossentropy(_HandgradLoss):
 
     def __init__(self, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
                  name="sparse_categorical_crossentropy", dtype=None):
-        _check_smoothing(label_smoothing, "SparseCategoricalCrossentropy")
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
+        super().__init__(from_logits, label_smoothing, reduction, name, dtype)
 
-    def call(self, y_true, y_pred):
-        one_hot = _smooth(sparse_labels_to_one_hot(y_true, y_pred), self.label_smoothing)
-        if self.from_logits:
-            return categorical_crossentropy_from_logits(one_hot, y_pred)
-        return categorical_crossentropy_from_probs(one_hot, y_pred)
-
-    def get_config(self):
-        return {**super().get_config(), "from_logits": self.from_logits,
-                "label_smoothing": self.label_smoothing}
+    def _one_hot(self, y_true, y_pred):
+        return sparse_labels_to_one_hot(y_true, y_pred)
 
 
 @keras.saving.register_keras_serializable(package="handgrad")
