@@ -17,7 +17,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from handgrad.zoo.wider_results import image_key, write_results
+from handgrad.pipelines.wider_format import image_key, write_results
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 

@@ -6,8 +6,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from handgrad.pipelines import synthetic_faces, wider_face
-from handgrad.zoo import wider_eval
+from handgrad.pipelines import synthetic_faces, wider_face, wider_format
+from handgrad.zoo.face import wider_eval
 
 SEED, NUM_TRAIN, NUM_VAL, SIZE = 1, 3, 8, 160
 EMPTY_VAL_IMAGES = (3, 7)  # images of seed 1's val split drawn with no face
@@ -81,7 +81,7 @@ def test_zero_face_image_is_written_like_the_official_files(synthetic):
     gt = wider_eval.load_ground_truth(str(root / "ground_truth"))
     for i in EMPTY_VAL_IMAGES:
         key, boxes, keep = gt[[k for k, _, _ in gt].index(
-            wider_eval.wider_results.image_key(lines[starts[i]]))]
+            wider_format.image_key(lines[starts[i]]))]
         np.testing.assert_array_equal(boxes, np.zeros((1, 4)))  # as in the official .mat
         assert not any(mask.any() for mask in keep.values())
 
@@ -90,7 +90,7 @@ def test_difficulty_lists_follow_the_documented_rule(synthetic):
     root, _ = synthetic
     records = wider_face.parse_annotations(
         wider_face.find_annotation_file(root, "val"), drop_invalid=False)
-    by_key = {wider_eval.wider_results.image_key(r.path): r for r in records}
+    by_key = {wider_format.image_key(r.path): r for r in records}
     gt = wider_eval.load_ground_truth(str(root / "ground_truth"))
     assert sorted(k for k, _, _ in gt) == sorted(by_key)
     totals = dict.fromkeys(wider_eval.SETTINGS, 0)
@@ -156,7 +156,7 @@ def test_detector_results_map_back_and_evaluate(synthetic, tmp_path):
     assert wider_eval.wider_results.write_dataset_predictions(oracle, ds, tmp_path) == NUM_VAL
     results = wider_eval.read_results(tmp_path)
     for record in wider_face.parse_annotations(wider_face.find_annotation_file(root, "val")):
-        boxes, _ = results[wider_eval.wider_results.image_key(record.path)]
+        boxes, _ = results[wider_format.image_key(record.path)]
         # Mapped back through `scale` onto the original pixels (3 decimals in the files).
         np.testing.assert_allclose(boxes, record.boxes, atol=2e-3)
     gt_dir = wider_eval.find_ground_truth_dir(root)

@@ -4,7 +4,8 @@ independent reference computation written here."""
 import numpy as np
 import pytest
 
-from handgrad.zoo import wider_eval, wider_results
+from handgrad.pipelines import wider_format
+from handgrad.zoo.face import wider_eval
 
 SETTINGS = ("easy", "medium", "hard")
 # Two annotation quirks of the real validation set (see test_ground_truth_as_predictions).
@@ -88,7 +89,7 @@ def test_plus_one_pixel_overlap():
 
 
 def test_result_file_format_and_round_trip(tmp_path):
-    path = wider_results.write_results(tmp_path, "0--Parade/0_Parade_x_1.jpg",
+    path = wider_format.write_results(tmp_path, "0--Parade/0_Parade_x_1.jpg",
                                        [[10, 20, 40, 60], [0, 0, 5.5, 2]], [0.9, 0.25])
     assert path == tmp_path / "0--Parade" / "0_Parade_x_1.txt"
     assert path.read_text().splitlines() == [
@@ -105,7 +106,7 @@ def test_malformed_result_file_names_file_and_line(tmp_path):
     bad.parent.mkdir()
     bad.write_text("a\n2\n1 2 3 4 0.5\n1 2 3\n")
     with pytest.raises(ValueError, match=r"a\.txt:4: expected 'x y w h score'"):
-        wider_results.read_result_file(bad)
+        wider_format.read_result_file(bad)
 
 
 # ---------------------------------------------------------------- real ground truth
@@ -248,8 +249,8 @@ def test_prediction_folder_equals_dict(real_gt, tmp_path):
     rng = np.random.default_rng(2)
     preds = {}
     for key, (boxes, scores) in _perturbed(images[:400], rng, 0.2, 0.1, 1.0, False, True).items():
-        xywh = np.round(wider_results.yxyx_to_xywh(boxes), 3)
-        preds[key] = (wider_results.xywh_to_yxyx(xywh), np.round(scores, 6))
+        xywh = np.round(wider_format.yxyx_to_xywh(boxes), 3)
+        preds[key] = (wider_format.xywh_to_yxyx(xywh), np.round(scores, 6))
         wider_eval.write_results(tmp_path, key + ".jpg", *preds[key])
     # One image without a result file counts as an image with no detections.
     missing = images[5][0]

@@ -25,7 +25,9 @@ import keras
 import tensorflow as tf
 
 from handgrad.pipelines import synthetic_faces, wider_face
-from handgrad.zoo import imagenet_weights, wider_eval, wider_results
+from handgrad.pipelines import wider_format as wider_results
+from handgrad.zoo import imagenet_weights
+from handgrad.zoo.face import wider_eval
 from handgrad.zoo.retinanet import FaceDetector, make_target_fn
 
 _MODEL_FIELDS = (
@@ -124,7 +126,7 @@ class FaceTask:
             ds = ds.take(math.ceil(config.val_limit / config.batch_size))
         detect = tf.function(model.detect, reduce_retracing=True)
         predictions = {wider_results.image_key(path): (boxes, scores) for path, boxes, scores
-                       in wider_results.dataset_predictions(detect, ds)}
+                       in dataset_predictions(detect, ds)}
         return predictions, data_dir
 
     def evaluate(self, model, config, data_dir, model_dir):
@@ -153,3 +155,46 @@ def small_test_config(**changes):
     return dataclasses.replace(face_small_synthetic(), base_filters=8, fpn_filters=16,
                                head_filters=16, image_sizes=(128,), eval_size=128, batch_size=2,
                                epochs=1, steps_per_epoch=2, num_train=4, num_val=2, **changes)
+def dataset_predictions(predict_fn, dataset):
+    """Runs a detector over an evaluation dataset; yields `(image_path, boxes, scores)` per image.
+
+    Args:
+        predict_fn: `f(images (B, S, S, 3)) -> (boxes (B, K, 4), scores (B, K), num (B,))` with
+            boxes `[ymin, xmin, ymax, xmax]` in model-input pixels (the output layout of
+            `tf.image.combined_non_max_suppression` minus its classes), or a dict with keys
+            "boxes", "scores" and "num_detections" / "valid_detections".
+        dataset: `pipelines.wider_face.make_dataset(..., training=False)`; its labels carry
+            "image_path", "scale" and "original_size".
+
+    Boxes come back in original pixels (`box / scale`), clipped to the original image, float64.
+    """
+    for images, labels in dataset:
+        out = predict_fn(images)
+        if isinstance(out, dict):
+            num = out.get("num_detections", out.get("valid_detections"))
+            out = (out["boxes"], out["scores"], num)
+        boxes, scores, num = (np.asarray(v) for v in out[:3])
+        scale = np.asarray(labels["scale"], np.float64)  # (B, 2) [sy, sx]
+        size = np.asarray(labels["original_size"], np.float64)  # (B, 2) [H, W]
+        for b, path in enumerate(np.asarray(labels["image_path"])):
+            k = int(num[b])
+            box = boxes[b, :k].astype(np.float64) / np.tile(scale[b], 2)  # (k, 4) original px
+            box = np.clip(box, 0.0, np.tile(size[b], 2))
+            yield (path.decode() if isinstance(path, bytes) else path, box,
+                   scores[b, :k].astype(np.float64))
+
+
+def write_dataset_predictions(predict_fn, dataset, out_dir, *, min_score=None):
+    """Writes one result file per image of `dataset_predictions(predict_fn, dataset)`.
+
+    Args: as `dataset_predictions`; out_dir: the prediction folder; min_score: optional, drop
+        detections scoring below it.
+    Returns: the number of images written.
+    """
+    written = 0
+    for path, box, score in dataset_predictions(predict_fn, dataset):
+        if min_score is not None:
+            box, score = box[score >= min_score], score[score >= min_score]
+        write_results(out_dir, path, box, score)
+        written += 1
+    return written

@@ -2,7 +2,7 @@
 
 Ground truth: `wider_face_val.mat` (all boxes, `x y w h`) and `wider_{easy,medium,hard}_val.mat`
 (`gt_list`: 1-based indices of the faces that count in each setting). Predictions: a folder of
-`<event>/<name>.txt` result files (`zoo.wider_results`) or a dict `{"event/name": (boxes, scores)}`
+`<event>/<name>.txt` result files (`pipelines.wider_format`) or a dict `{"event/name": (boxes, scores)}`
 with boxes `[ymin, xmin, ymax, xmax]` in original-image pixels.
 
 What the official MATLAB code does, step by step, and this module does the same:
@@ -43,8 +43,8 @@ import numpy as np
 import scipy.io
 from absl import logging
 
-from handgrad.zoo import wider_results
-from handgrad.zoo.wider_results import read_results, write_results
+from handgrad.pipelines import wider_format
+from handgrad.pipelines.wider_format import read_results, write_results
 
 __all__ = ["evaluate", "plot_pr_curves", "read_results", "write_results", "load_ground_truth"]
 
@@ -93,8 +93,8 @@ def load_ground_truth(gt_dir):
 def _collect_predictions(predictions, keys):
     """Maps each ground-truth key to (boxes (N, 4) x1 y1 x2 y2, scores (N,)) sorted by score."""
     if isinstance(predictions, (str, Path)):
-        predictions = wider_results.read_results(predictions)
-    by_key = {wider_results.image_key(k) if str(k).endswith((".jpg", ".png")) else str(k): v
+        predictions = wider_format.read_results(predictions)
+    by_key = {wider_format.image_key(k) if str(k).endswith((".jpg", ".png")) else str(k): v
               for k, v in predictions.items()}
     missing = [k for k in keys if k not in by_key]
     unknown = len(set(by_key) - set(keys))
