@@ -10,11 +10,13 @@ from handgrad.layers.activations import ReLU, Sigmoid, Tanh
 from handgrad.layers.batch_norm import BatchNormalization
 from handgrad.layers.conv2d import Conv2D
 from handgrad.layers.dense import Dense
+from handgrad.layers.depthwise_conv2d import DepthwiseConv2D
 from handgrad.layers.pooling import MaxPool2D, MaxPooling2D
+from handgrad.layers.separable_conv2d import SeparableConv2D
 from handgrad.layers.softmax import Softmax
 from handgrad.layers.upsampling import UpSampling2D
 
 __all__ = [
-    "BatchNormalization", "Conv2D", "Dense", "MaxPool2D", "MaxPooling2D", "ReLU", "Sigmoid",
-    "Softmax", "Tanh", "UpSampling2D", "ops",
+    "BatchNormalization", "Conv2D", "Dense", "DepthwiseConv2D", "MaxPool2D", "MaxPooling2D",
+    "ReLU", "SeparableConv2D", "Sigmoid", "Softmax", "Tanh", "UpSampling2D", "ops",
 ]

@@ -8,11 +8,12 @@ from handgrad.layers.activations import relu, sigmoid, tanh
 from handgrad.layers.batch_norm import batch_norm_infer, batch_norm_train
 from handgrad.layers.conv2d import conv2d
 from handgrad.layers.dense import dense
+from handgrad.layers.depthwise_conv2d import depthwise_conv2d
 from handgrad.layers.pooling import max_pool2d
 from handgrad.layers.softmax import softmax
-from handgrad.layers.upsampling import upsample_nearest
+from handgrad.layers.upsampling import resize_bilinear, upsample_nearest
 
 __all__ = [
-    "batch_norm_infer", "batch_norm_train", "conv2d", "dense", "max_pool2d", "relu", "sigmoid",
-    "softmax", "tanh", "upsample_nearest",
+    "batch_norm_infer", "batch_norm_train", "conv2d", "dense", "depthwise_conv2d", "max_pool2d",
+    "relu", "resize_bilinear", "sigmoid", "softmax", "tanh", "upsample_nearest",
 ]
