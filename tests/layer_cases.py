@@ -73,6 +73,32 @@ def np_max_pool_grad(x, dy, k, s, padding):
     return dx[:, t:t + h, lf:lf + w]
 
 
+def np_depthwise(x, w, b=None, strides=1, padding="valid", dilation=1):
+    """Depthwise = conv2d with the block-diagonal kernel W~[j, i, c, c M + m] = W[j, i, c, m]."""
+    kh, kw, c, m = w.shape
+    full = np.zeros((kh, kw, c, c * m), w.dtype)
+    for ch in range(c):
+        full[:, :, ch, ch * m:(ch + 1) * m] = w[:, :, ch]
+    return np_conv2d(x, full, b, strides, padding, dilation)
+
+
+def np_bilinear_matrix(n_in, n_out):
+    """(n_out, n_in) half-pixel-centre interpolation matrix: out = A @ in along one axis."""
+    src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    low = np.floor(src)
+    frac = src - low
+    a = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(a, (rows, np.clip(low, 0, n_in - 1).astype(int)), 1 - frac)
+    np.add.at(a, (rows, np.clip(low + 1, 0, n_in - 1).astype(int)), frac)
+    return a
+
+
+def np_resize_bilinear(x, out_h, out_w):
+    a, b = np_bilinear_matrix(x.shape[1], out_h), np_bilinear_matrix(x.shape[2], out_w)
+    return np.einsum("ph,qw,rhwc->rpqc", a, b, x)
+
+
 def np_batch_norm(x, gamma, beta, mean, var, eps):
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
@@ -107,6 +133,7 @@ class Case:
     # TF has no float64 CPU kernel for dilated Conv2DBackpropInput; that case is bilinear in
     # (x, W), so a float32 central difference with a large step is exact up to rounding.
     fd_dtype: str = "float64"
+    float16: bool = True  # False where TF has no float16 CPU kernel (dilated Conv2DBackpropInput)
 
 
 def _rand(shape, scale, seed, ties=False):
@@ -125,7 +152,7 @@ def make_input(case, seed=0):
 
 
 def _conv_case(name, shape, filters, k, s, padding, dilation=1, activation=None,
-               fd_dtype="float64"):
+               fd_dtype="float64", float16=True):
     kw = dict(filters=filters, kernel_size=k, strides=s, padding=padding, dilation_rate=dilation,
               activation=activation, bias_initializer="glorot_uniform")
 
@@ -133,7 +160,48 @@ def _conv_case(name, shape, filters, k, s, padding, dilation=1, activation=None,
         return np_act(activation or "linear", np_conv2d(x, w[0], w[1], s, padding, dilation))
 
     return Case(name, lambda: hl.Conv2D(**kw), lambda: keras.layers.Conv2D(**kw), shape, ref,
-                fd_dtype=fd_dtype)
+                fd_dtype=fd_dtype, float16=float16)
+
+
+def _depthwise_case(name, shape, k, s, padding, multiplier=1, dilation=1, activation=None,
+                    use_bias=True):
+    kw = dict(kernel_size=k, strides=s, padding=padding, depth_multiplier=multiplier,
+              dilation_rate=dilation, activation=activation, use_bias=use_bias,
+              bias_initializer="glorot_uniform")
+
+    def ref(x, w, training):
+        y = np_depthwise(x, w[0], w[1] if use_bias else None, s, padding, dilation)
+        return np_act(activation or "linear", y)
+
+    return Case(name, lambda: hl.DepthwiseConv2D(**kw), lambda: keras.layers.DepthwiseConv2D(**kw),
+                shape, ref)
+
+
+def _separable_case(name, shape, filters, k, s, padding, multiplier=1, dilation=1,
+                    activation=None):
+    kw = dict(filters=filters, kernel_size=k, strides=s, padding=padding,
+              depth_multiplier=multiplier, dilation_rate=dilation, activation=activation,
+              bias_initializer="glorot_uniform")
+
+    def ref(x, w, training):
+        z = np_depthwise(x, w[0], None, s, padding, dilation)
+        return np_act(activation or "linear", np_conv2d(z, w[1], w[2]))
+
+    return Case(name, lambda: hl.SeparableConv2D(**kw), lambda: keras.layers.SeparableConv2D(**kw),
+                shape, ref)
+
+
+def _bilinear_case(name, shape, size):
+    kw = dict(size=size, interpolation="bilinear")
+    a, b = size
+
+    def ref(x, w, training):
+        return np_resize_bilinear(x, a * x.shape[1], b * x.shape[2])
+
+    # ResizeBilinear interpolates in float32 whatever the input dtype; the op is linear in x, so a
+    # float32 central difference with a large step has no truncation error.
+    return Case(name, lambda: hl.UpSampling2D(**kw), lambda: keras.layers.UpSampling2D(**kw),
+                shape, ref, fd_dtype="float32")
 
 
 def _dense_case(name, shape, units, activation=None, scale=1.0):
@@ -187,7 +255,8 @@ CASES = [
     _conv_case("conv_k1_relu", (2, 5, 5, 3), 4, 1, 1, "valid", activation="relu"),
     _conv_case("conv_k1_stride2_valid_odd", (2, 7, 9, 3), 4, 1, 2, "valid"),
     _conv_case("conv_k1_stride2_same", (1, 8, 6, 8), 5, 1, 2, "same"),
-    _conv_case("conv_dilated_same", (1, 8, 7, 2), 2, 3, 1, "same", dilation=2, fd_dtype="float32"),
+    _conv_case("conv_dilated_same", (1, 8, 7, 2), 2, 3, 1, "same", dilation=2, fd_dtype="float32",
+               float16=False),
     _pool_case("pool_2x2", (2, 6, 6, 2), 2, 2, "valid"),
     _pool_case("pool_overlap_k3_s2", (2, 7, 7, 2), 3, 2, "valid"),
     _pool_case("pool_overlap_same_odd", (1, 9, 7, 3), 3, 2, "same"),
@@ -207,6 +276,24 @@ CASES = [
          (2, 3, 5, 2), lambda x, w, t: np_upsample(x, 2, 2)),
     Case("upsample_3x2", lambda: hl.UpSampling2D((3, 2)), lambda: keras.layers.UpSampling2D((3, 2)),
          (1, 2, 3, 3), lambda x, w, t: np_upsample(x, 3, 2)),
+    _depthwise_case("dw_k3_same", (2, 7, 7, 3), 3, 1, "same"),
+    _depthwise_case("dw_stride2_same_odd", (2, 7, 9, 3), 3, 2, "same"),
+    _depthwise_case("dw_batch1_k5_s2_same", (1, 9, 10, 4), 5, 2, "same"),  # BlazeFace's 5x5
+    _depthwise_case("dw_multiplier2_valid", (2, 6, 7, 2), 3, 1, "valid", multiplier=2),
+    _depthwise_case("dw_k5_valid_relu_nobias", (2, 8, 7, 3), 5, 1, "valid", activation="relu",
+                    use_bias=False),
+    _depthwise_case("dw_dilated_same", (1, 8, 7, 2), 3, 1, "same", dilation=2),
+    _depthwise_case("dw_dilated_valid_multiplier2", (2, 9, 8, 2), 3, 1, "valid", multiplier=2,
+                    dilation=2),
+    _separable_case("sep_k3_same", (2, 7, 7, 3), 4, 3, 1, "same"),
+    _separable_case("sep_stride2_same_odd_multiplier2", (2, 7, 9, 3), 5, 3, 2, "same",
+                    multiplier=2),
+    _separable_case("sep_batch1_k5_valid_relu", (1, 8, 8, 2), 3, 5, 1, "valid",
+                    activation="relu"),
+    _separable_case("sep_dilated_same", (1, 8, 7, 2), 3, 3, 1, "same", dilation=2),
+    _bilinear_case("upsample_bilinear_2x2", (2, 3, 5, 2), (2, 2)),
+    _bilinear_case("upsample_bilinear_3x2", (1, 4, 3, 3), (3, 2)),
+    _bilinear_case("upsample_bilinear_batch1_one_row", (1, 1, 4, 2), (2, 3)),
     _bn_case("bn_train", (4, 5, 5, 3), True),
     _bn_case("bn_train_batch1_odd", (1, 3, 5, 2), True),
     _bn_case("bn_train_large_offset", (3, 4, 4, 2), True, scale=1e3),

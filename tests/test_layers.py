@@ -21,9 +21,11 @@ not by default) and are checked against autodiff and a NumPy arg-max routing ins
 import numpy as np
 import pytest
 import tensorflow as tf
-from layer_cases import CASE_IDS, CASES, make_input, np_max_pool_grad
+from layer_cases import CASE_IDS, CASES, make_input, np_bilinear_matrix, np_max_pool_grad
 
 import handgrad  # noqa: F401  (registers the layers)
+from handgrad import layers as hl
+from handgrad.layers import ops
 
 
 def _call(layer, x, case):
@@ -168,3 +170,42 @@ def test_config_round_trip(case):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer)
     assert restored.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    "in_hw, out_hw",
+    [((5, 4), (7, 9)), ((9, 8), (4, 3)), ((3, 3), (3, 3)), ((1, 4), (3, 2)), ((6, 6), (192, 1))],
+    ids=["up_non_integer", "down", "same_size", "one_row_mixed", "blown_up_and_squashed"],
+)
+def test_resize_bilinear_any_size(in_hw, out_hw):
+    """ops.resize_bilinear vs tf.image.resize (forward, autodiff) and the interpolation matrices:
+    forward A X B^T, gradient A^T delta B (tolerances as the float32 cases above)."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, *in_hw, 3)).astype(np.float32))
+    dout = tf.constant(rng.normal(size=(2, *out_hw, 3)).astype(np.float32))
+    ours, stock = [], []
+    for fn, out in ((lambda v: ops.resize_bilinear(v, out_hw), ours),
+                    (lambda v: tf.image.resize(v, out_hw, "bilinear"), stock)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * dout)
+        out += [y, tape.gradient(loss, x)]
+    a, b = np_bilinear_matrix(in_hw[0], out_hw[0]), np_bilinear_matrix(in_hw[1], out_hw[1])
+    references = [np.einsum("ph,qw,rhwc->rpqc", a, b, x.numpy().astype(np.float64)),
+                  np.einsum("ph,qw,rpqc->rhwc", a, b, dout.numpy().astype(np.float64))]
+    for got, want, ref in zip(ours, stock, references):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5 * _scale(ref))
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5 * _scale(ref))
+
+
+def test_bilinear_layer_with_unknown_spatial_size():
+    """The output size is computed at run time when H, W are not static (any image size)."""
+    import keras
+
+    layer, twin = (L.UpSampling2D((2, 3), interpolation="bilinear") for L in (hl, keras.layers))
+    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 2], tf.float32)])
+    x = np.random.default_rng(0).normal(size=(1, 5, 3, 2)).astype(np.float32)
+    y = fn(x)
+    assert fn.get_concrete_function().output_shapes.as_list() == [None, None, None, 2]
+    np.testing.assert_allclose(y.numpy(), twin(x).numpy(), rtol=1e-5, atol=1e-5)

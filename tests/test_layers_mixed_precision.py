@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from layer_cases import CASES, make_input
 
-FP16_CASES = [c for c in CASES if not c.ties and c.scale <= 20 and c.fd_dtype == "float64"]
+FP16_CASES = [c for c in CASES if not c.ties and c.scale <= 20 and c.float16]
 
 
 def _grads(layer, x, dout, training):
