@@ -1,7 +1,7 @@
 """Times every handgrad layer (forward + hand-derived backward) and a whole training step of a small
 CNN against the stock Keras twin, in the same process, interleaved; one JSON line per case.
 
-    python benchmarks/layers_bench.py [--repeats 15]
+    python benchmarks/layers_bench.py [--repeats 15] [--only depthwise3x3_same_32ch,...]
 
 Targets (issue 2): every layer ratio handgrad/stock <= 1.10 on CPU, whole-step ratio <= 1.05.
 """
@@ -43,6 +43,18 @@ CASES = {
     "softmax_256x1000": (lambda: hl.Softmax(), lambda: keras.layers.Softmax(), (256, 1000), None),
     "upsample2x_nearest": (lambda: hl.UpSampling2D(), lambda: keras.layers.UpSampling2D(),
                            (16, 16, 16, 64), None),
+    "depthwise3x3_same_32ch": (lambda: hl.DepthwiseConv2D(3, padding="same"),
+                               lambda: keras.layers.DepthwiseConv2D(3, padding="same"),
+                               (16, 64, 64, 32), None),
+    "depthwise5x5_s2_same_32ch": (lambda: hl.DepthwiseConv2D(5, 2, padding="same"),
+                                  lambda: keras.layers.DepthwiseConv2D(5, 2, padding="same"),
+                                  (16, 64, 64, 32), None),
+    "separable3x3_same_32to64": (lambda: hl.SeparableConv2D(64, 3, padding="same"),
+                                 lambda: keras.layers.SeparableConv2D(64, 3, padding="same"),
+                                 (16, 32, 32, 32), None),
+    "upsample2x_bilinear": (lambda: hl.UpSampling2D(interpolation="bilinear"),
+                            lambda: keras.layers.UpSampling2D(interpolation="bilinear"),
+                            (16, 16, 16, 64), None),
 }
 
 
@@ -89,10 +101,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--only", default="",
+                        help="comma-separated case names to time (default: every case and the "
+                             "training step)")
     args = parser.parse_args()
+    only = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(only) - set(CASES))
+    if unknown:
+        parser.error(f"--only names unknown cases {unknown}. Known: {sorted(CASES)}")
     rng = np.random.default_rng(0)
     env = {"tf": tf.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine()}
     for name, (make, make_twin, shape, training) in CASES.items():
+        if only and name not in only:
+            continue
         x = tf.constant(rng.normal(size=shape).astype(np.float32))
         layer, twin = make(), make_twin()
         layer.build(shape)
@@ -106,6 +127,8 @@ def main():
                           "handgrad_ms": round(t["handgrad"] * 1e3, 3),
                           "stock_ms": round(t["stock"] * 1e3, 3),
                           "ratio": round(t["handgrad"] / t["stock"], 3), **env}), flush=True)
+    if only:
+        return
 
     x = tf.constant(rng.uniform(size=(50, 28, 28, 1)).astype(np.float32))
     y = tf.constant(np.eye(10, dtype=np.float32)[rng.integers(0, 10, 50)])

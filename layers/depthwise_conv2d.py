@@ -110,12 +110,12 @@ _ACTIVATION_OPS = {
 }
 
 
-def activation_op(layer, requested):
+def activation_op(layer):
     """The handgrad op for `layer.activation` (None for linear); other activations are refused."""
     name = activation_name(layer.activation)
     if name not in _ACTIVATION_OPS:
         raise ValueError(f"handgrad {type(layer).__name__} supports activations "
-                         f"{tuple(_ACTIVATION_OPS)}. Received: activation={requested!r}")
+                         f"{tuple(_ACTIVATION_OPS)}. Received: activation={name!r}")
     return _ACTIVATION_OPS[name]
 
 
@@ -139,11 +139,11 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     Input shape: `(batch, H, W, C)`. Output shape: `(batch, H', W', C * depth_multiplier)`.
     """
 
-    def __init__(self, kernel_size, **kwargs):
-        super().__init__(kernel_size, **kwargs)
+    def __init__(self, kernel_size, *args, **kwargs):
+        super().__init__(kernel_size, *args, **kwargs)
         require_channels_last(self.data_format, "handgrad DepthwiseConv2D")
         check_stride_dilation(self)
-        self._activation_op = activation_op(self, kwargs.get("activation"))
+        self._activation_op = activation_op(self)
 
     def call(self, inputs):
         kernel = tf.convert_to_tensor(self.kernel)

@@ -31,11 +31,11 @@ class SeparableConv2D(keras.layers.SeparableConv2D):
     Input shape: `(batch, H, W, C)`. Output shape: `(batch, H', W', filters)`.
     """
 
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(filters, kernel_size, **kwargs)
+    def __init__(self, filters, kernel_size, *args, **kwargs):
+        super().__init__(filters, kernel_size, *args, **kwargs)
         require_channels_last(self.data_format, "handgrad SeparableConv2D")
         check_stride_dilation(self)
-        self._activation_op = activation_op(self, kwargs.get("activation"))
+        self._activation_op = activation_op(self)
 
     def call(self, inputs):
         depthwise = tf.convert_to_tensor(self.depthwise_kernel)  # (K_h, K_w, C, M)

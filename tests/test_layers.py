@@ -209,3 +209,16 @@ def test_bilinear_layer_with_unknown_spatial_size():
     y = fn(x)
     assert fn.get_concrete_function().output_shapes.as_list() == [None, None, None, 2]
     np.testing.assert_allclose(y.numpy(), twin(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [("DepthwiseConv2D", (5, 2, "same", 2)), ("SeparableConv2D", (4, 3, 2, "valid", None, 1, 2)),
+     ("UpSampling2D", ((2, 3), None, "bilinear"))],
+    ids=["depthwise", "separable", "upsampling"],
+)
+def test_constructor_takes_keras_positional_arguments(name, args):
+    import keras
+
+    ours = getattr(hl, name)(*args, name="twin").get_config()
+    assert ours == getattr(keras.layers, name)(*args, name="twin").get_config()
