@@ -7,7 +7,8 @@ Sub-packages (each a top-level folder of the repository, installed under this on
   ``handgrad.layers.ops``.
 - ``handgrad.losses``: cross-entropy, L2, focal, smooth L1 and the detection loss.
 - ``handgrad.pipelines``: tf.data input for MNIST and WIDER FACE, and a synthetic WIDER-format set.
-- ``handgrad.zoo``: models, anchors, configs and the training / evaluation command lines.
+- ``handgrad.zoo``: the models in rooms: ``zoo.face`` (detector), ``zoo.mnist`` (digit readers),
+  ``zoo.run`` (training / evaluation command lines, config registry, resilience, distribution).
 - ``handgrad.export``: SavedModel / ``.keras`` / TFLite export and the detect command.
 
 Importing ``handgrad`` registers every layer, loss and model with Keras' serialization, so
@@ -15,7 +16,7 @@ Importing ``handgrad`` registers every layer, loss and model with Keras' seriali
 """
 
 from handgrad import layers, losses
-from handgrad.zoo import retinanet as _retinanet  # noqa: F401  (registers FaceDetector)
+from handgrad.zoo.face import retinanet as _retinanet  # noqa: F401  (registers FaceDetector)
 
 __all__ = ["layers", "losses"]
 __version__ = "0.1.0"

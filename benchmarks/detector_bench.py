@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from _timing import interleaved_median  # noqa: E402
 
-from handgrad.zoo.retinanet import FaceDetector  # noqa: E402
+from handgrad.zoo.face.retinanet import FaceDetector  # noqa: E402
 
 
 def _make_runners(model, size):
@@ -59,8 +59,9 @@ def main():
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
-    ours = FaceDetector(backbone_depth=args.depth, layers="handgrad")
-    twin = FaceDetector(backbone_depth=args.depth, layers="keras")
+    backbone = {"backbone": f"resnet{args.depth}"}
+    ours = FaceDetector(model=backbone, layers="handgrad")
+    twin = FaceDetector(model=backbone, layers="keras")
     twin.set_weights(ours.get_weights())
 
     rng = np.random.default_rng(0)

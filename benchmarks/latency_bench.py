@@ -31,7 +31,7 @@ from _timing import interleaved_samples, percentiles_ms  # noqa: E402
 
 from handgrad.export.serving import FaceServing, save  # noqa: E402
 from handgrad.pipelines import synthetic_faces  # noqa: E402
-from handgrad.zoo.retinanet import FaceDetector  # noqa: E402
+from handgrad.zoo.face.retinanet import FaceDetector  # noqa: E402
 
 
 def test_image(size, seed=0):
@@ -88,8 +88,9 @@ def main():
            or "cpu", "cpu_count": os.cpu_count(), "machine": platform.machine(),
            "note": args.device_note}
     keras.utils.set_random_seed(0)
-    ours = FaceDetector(backbone_depth=args.depth, layers="handgrad", name="handgrad")
-    twin = FaceDetector(backbone_depth=args.depth, layers="keras", name="keras")
+    backbone = {"backbone": f"resnet{args.depth}"}
+    ours = FaceDetector(model=backbone, layers="handgrad", name="handgrad")
+    twin = FaceDetector(model=backbone, layers="keras", name="keras")
     twin.set_weights(ours.get_weights())
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as root:

@@ -11,7 +11,6 @@ versions).
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -20,20 +19,20 @@ import time
 import keras
 import tensorflow as tf
 
-from handgrad.zoo import configs
+from handgrad.zoo.run import registry
 
 
 def train_one(config, data_dir):
-    task = configs.get_task(config)
+    task = registry.get_task(config)
     model = task.build_model(config)
     train_ds, _ = task.datasets(config, data_dir)
     start = time.perf_counter()
     cpu_start = time.process_time()
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, verbose=0,
-              shuffle=False)
+    model.fit(train_ds, epochs=config.training.epochs,
+              steps_per_epoch=config.training.steps_per_epoch, verbose=0, shuffle=False)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    images = int(model.optimizer.iterations) * config.batch_size
+    images = int(model.optimizer.iterations) * config.training.batch_size
     metrics = task.evaluate(model, config, data_dir, None)
     return {"test_accuracy": round(metrics["test_accuracy"], 4),
             "test_errors": metrics["test_errors"], "train_wall_s": round(wall, 1),
@@ -45,17 +44,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=None, help="MNIST IDX folder (default: TFDS)")
     parser.add_argument("--config", default="mnist_cnn")
-    parser.add_argument("--epochs", type=int, default=None, help="override config.epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="override config.training.epochs")
     args = parser.parse_args()
-    config = configs.get_config(args.config)
-    if args.epochs:
-        config = dataclasses.replace(config, epochs=args.epochs)
+    config = registry.apply_overrides(registry.get_config(args.config),
+                                      {"training.epochs": args.epochs})
     load_before = os.getloadavg()
     ours = train_one(config, args.data_dir)
-    stock = train_one(dataclasses.replace(config, stock_layers=True), args.data_dir)
+    stock = train_one(registry.apply_overrides(config, {"model.stock_layers": True}),
+                      args.data_dir)
     result = {
-        "benchmark": "mnist_cnn_fig10", "config": args.config, "epochs": config.epochs,
-        "batch_size": config.batch_size, "filters": list(config.filters),
+        "benchmark": "mnist_cnn_fig10", "config": args.config, "epochs": config.training.epochs,
+        "batch_size": config.training.batch_size, "filters": list(config.model.filters),
         "handgrad": ours, "stock_keras": stock,
         "ratio_handgrad_over_stock": {
             "train_wall_s": round(ours["train_wall_s"] / stock["train_wall_s"], 3),

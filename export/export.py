@@ -17,7 +17,7 @@ from pathlib import Path
 from absl import app, flags
 
 from handgrad.export import serving, tflite
-from handgrad.zoo.evaluate import load_trained
+from handgrad.zoo.run.model_dir import load_trained
 
 
 def build_module(model, task, input_size=640, score_threshold=0.5, iou_threshold=0.4,

@@ -74,17 +74,20 @@ class FaceServing(tf.Module):
     """Wraps a `FaceDetector` with fixed post-processing thresholds and any-size image input.
 
     Args:
-        detector: a `handgrad.zoo.retinanet.FaceDetector`.
-        input_size: side of the square the detector sees (a multiple of 64).
+        detector: a `handgrad.zoo.face.retinanet.FaceDetector`, or any model with its
+            `call`, `detect(images, score_threshold, iou_threshold, max_detections)` and
+            `input_multiple` (input sides must be multiples of it).
+        input_size: side of the square the detector sees (a multiple of its largest stride).
         score_threshold, iou_threshold, max_detections: post-processing, fixed at export time.
     """
 
     def __init__(self, detector, input_size=640, score_threshold=0.5, iou_threshold=0.4,
                  max_detections=750):
         super().__init__(name="face_serving")
-        if input_size % 64:
-            raise ValueError(f"input_size must be a multiple of 64 (P6 has stride 64). "
-                             f"Received: input_size={input_size}")
+        stride = detector.input_multiple
+        if input_size % stride:
+            raise ValueError(f"input_size must be a multiple of {stride} (the detector's largest "
+                             f"stride). Received: input_size={input_size}")
         self.detector = detector
         _track_variables(self, detector)
         self.input_size = int(input_size)

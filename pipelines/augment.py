@@ -2,8 +2,8 @@
 
 Every function takes one image (H, W, C) and its boxes (N, 4) and returns both transformed
 together, so a box always describes the same pixels before and after. Boxes are
-`[ymin, xmin, ymax, xmax]` in pixels of the image they come with (the package convention,
-see DESIGN.md); a box covers the continuous region `ymin <= y < ymax`, `xmin <= x < xmax`, so an
+`[ymin, xmin, ymax, xmax]` in pixels of the image they come with (the package
+convention); a box covers the continuous region `ymin <= y < ymax`, `xmin <= x < xmax`, so an
 image of width W spans `x` in `[0, W]` and a box whose `xmax == W` touches the right border.
 
 The seed's augmentation (SEED_NOTES, application 2) is: resize to 512^2, 576^2 or 640^2 and flip
@@ -17,10 +17,19 @@ All functions are plain TensorFlow ops and work eagerly and inside `tf.data` map
 
 import tensorflow as tf
 
-from handgrad.zoo.box_ops import clip_boxes
-
 __all__ = ["clip_boxes", "flip_boxes_left_right", "flip_left_right", "keep_aspect_size",
            "pad_to_square", "resize_and_pad", "resize_keep_aspect"]
+
+
+def clip_boxes(boxes, height, width):
+    """Clips `(..., 4)` `[ymin, xmin, ymax, xmax]` boxes to the image `[0, height] x [0, width]`.
+
+    The one box clipper of the package: the detector's post-processing uses it too.
+    """
+    boxes = tf.convert_to_tensor(boxes)
+    lo = tf.zeros([4], boxes.dtype)
+    hi = tf.cast(tf.stack([height, width, height, width]), boxes.dtype)
+    return tf.minimum(tf.maximum(boxes, lo), hi)
 
 
 def keep_aspect_size(height, width, size):
@@ -123,3 +132,48 @@ def resize_and_pad(image, boxes, size, flip=False):
         lambda: (image, boxes),
     )
     return pad_to_square(image, size), boxes, scale
+
+
+class ResizeFlipPolicy:
+    """The seed's training augmentation: one random size per batch, keep-aspect resize + pad to
+    that square, horizontal flip with p = 0.5 (SEED_NOTES, application 2).
+
+    Args:
+        image_sizes: square sizes to draw from, one per batch (seed: 512 / 576 / 640).
+        flip: flip each training image with p = 0.5.
+        eval_size: the single size of evaluation (default: max(image_sizes)), never flipped.
+    """
+
+    def __init__(self, image_sizes=(512, 576, 640), flip=True, eval_size=None):
+        if not image_sizes:
+            raise ValueError("image_sizes must hold at least one size. Received: ()")
+        self.image_sizes = tuple(int(s) for s in image_sizes)
+        self.flip = bool(flip)
+        self.eval_size = int(eval_size or max(self.image_sizes))
+
+    def random_params(self, batch_size, seed=None):
+        """An endless dataset of per-example parameters `(size, flip)` for training.
+
+        A stream of random size indices, each repeated `batch_size` times, so the `batch_size`
+        consecutive examples that form one batch share one size while resizing still runs in a
+        parallel map.
+        """
+        sizes = tf.constant(self.image_sizes, tf.int32)
+        size_ids = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+            lambda r: tf.cast(r % len(self.image_sizes), tf.int32))
+        size_ids = size_ids.flat_map(lambda s: tf.data.Dataset.from_tensors(s).repeat(batch_size))
+        flip_seed = None if seed is None else seed + 1
+        flips = tf.data.Dataset.random(seed=flip_seed, rerandomize_each_iteration=True).map(
+            lambda r: tf.logical_and(tf.constant(self.flip), r % 2 == 1))
+        return tf.data.Dataset.zip((size_ids.map(lambda i: sizes[i]), flips))
+
+    def eval_params(self):
+        """An endless dataset of the evaluation parameters `(eval_size, False)`."""
+        return tf.data.Dataset.from_tensors((tf.constant(self.eval_size, tf.int32),
+                                             tf.constant(False))).repeat()
+
+    def __call__(self, image, boxes, params):
+        """image uint8 (H, W, 3), boxes (N, 4) px, params -> (image (S, S, 3) in [0, 1],
+        boxes (N, 4) px of the output, scale [sy, sx])."""
+        size, do_flip = params
+        return resize_and_pad(image, boxes, size, flip=do_flip)

@@ -253,7 +253,7 @@ def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30,
 
     Writes `WIDER_{train,val}/images/<event>/<name>.jpg`,
     `wider_face_split/wider_face_{train,val}_bbx_gt.txt` and, for val, `ground_truth/
-    wider_face_val.mat` + `wider_{easy,medium,hard}_val.mat` (read by `zoo.wider_eval`).
+    wider_face_val.mat` + `wider_{easy,medium,hard}_val.mat` (read by `zoo.face.wider_eval`).
 
     Args:
         out_dir: output folder (created).

@@ -8,11 +8,14 @@ Layout read (the official one, also written by `pipelines.synthetic_faces`):
 The annotation text has, per image, a path line, a count line, then one line per face:
 `x1 y1 w h blur expression illumination invalid occlusion pose`. An image with 0 faces still
 has one line of ten zeros, which is not a face. The parser converts `x y w h` once to the
-package's `[ymin, xmin, ymax, xmax] = [y1, x1, y1 + h, x1 + w]` in pixels; `zoo.wider_results`
+package's `[ymin, xmin, ymax, xmax] = [y1, x1, y1 + h, x1 + w]` in pixels; `pipelines.wider_format`
 converts back when writing result files.
 
-`make_dataset` yields batches for training (random size per batch, random flips) or evaluation
-(one fixed size, no flip, plus the image path and scale to map predictions back).
+`load_examples` is the WIDER source (official files or TFDS): decoded `(image, boxes, path)`
+examples. `make_dataset` hands them to the generic detection parser (`pipelines.detection`) with
+the seed's augmentation policy (`pipelines.augment`): batches for training (random size per
+batch, random flips) or evaluation (one fixed size, no flip, plus the image path and scale to map
+predictions back).
 """
 
 import dataclasses
@@ -22,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from handgrad.pipelines import augment
+from handgrad.pipelines import augment, detection
 from handgrad.pipelines.wider_format import xywh_to_yxyx
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -234,55 +237,22 @@ def _tfds_source(split, tfds_data_dir):
         info.splits[tfds_split].num_examples
 
 
-def _pad_boxes(boxes, max_boxes):
-    """Pads (N, 4) boxes with rows of -1 to (max_boxes, 4); keeps the first max_boxes."""
-    boxes = boxes[:max_boxes]
-    num = tf.shape(boxes)[0]
-    padded = tf.pad(boxes, [[0, max_boxes - num], [0, 0]], constant_values=-1.0)
-    padded.set_shape([max_boxes, 4])
-    return padded, num
-
-
-def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), flip=True,
-                 training=True, target_fn=None, max_boxes=1000, shuffle_buffer=None, seed=None,
-                 eval_size=None, source="files", tfds_data_dir=None, skip_counter=None):
-    """Builds the batched WIDER FACE `tf.data.Dataset` (files or TFDS) for the face detector.
+def load_examples(data_dir, split, *, training=True, shuffle_buffer=None, seed=None,
+                  source="files", tfds_data_dir=None, skip_counter=None):
+    """Decoded WIDER FACE examples `(image uint8 (H, W, 3), boxes (N, 4) px, path)`.
 
     Args:
         data_dir: root of the official layout (see module docstring).
         split: "train" or "val".
-        batch_size: images per batch.
-        image_sizes: square sizes to draw from in training, one per batch (seed: 512/576/640).
-        flip: in training, flip each image horizontally with p = 0.5.
-        training: training mode (shuffle, random size, flips) or evaluation mode.
-        target_fn: optional `f(image (S,S,3), boxes (max_boxes,4), num_boxes ()) -> dict`,
-            applied per example in a parallel map (AUTOTUNE) to encode anchor targets. `boxes`
-            are padded with -1 rows; slice `boxes[:num_boxes]` for the real ones.
-        max_boxes: boxes per image after padding; images with more keep their first max_boxes.
-        shuffle_buffer: training shuffle buffer (default: the whole file list, which is cheap
-            because only paths and boxes are shuffled, before decoding).
-        seed: makes shuffling, sizes and flips deterministic (each epoch still differs).
-        eval_size: the single size used when `training=False` (default: max(image_sizes)).
+        training: shuffle (paths and boxes only, before decoding, so the whole file list is a
+            cheap buffer).
+        shuffle_buffer: default: the whole file list (TFDS: 1024).
+        seed: of the shuffle (each epoch still differs).
         source: "files" (official layout under data_dir), "tfds" (`wider_face`, already
             prepared in `tfds_data_dir`; never downloads) or "auto" (files when the annotation
             file is found under data_dir, else TFDS).
         skip_counter: an optional `SkipCounter` that counts images skipped as undecodable.
-
-    Returns:
-        A dataset of `(images (B, S, S, 3) float32 in [0, 1], labels)`. Without `target_fn`
-        labels are `{"boxes": (B, max_boxes, 4) float32 padded with -1, "num_boxes": (B,)
-        int32}`; with it, the dict `target_fn` returns. In evaluation mode labels also hold
-        `"image_path"` (B,) string relative to `WIDER_<split>/images`, `"scale"` (B, 2)
-        `[sy, sx]` (original pixel = model pixel / scale) and `"original_size"` (B, 2) [H, W].
-
-    How the random size per batch works: a stream of random size indices, each repeated
-    `batch_size` times, is zipped with the decoded examples, so the `batch_size` consecutive
-    examples that form one batch share one size while resizing still runs in a parallel map.
-    Undecodable images are dropped (`ignore_errors`) before that zip so batches stay aligned.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
-    sizes = tf.constant(list(image_sizes), tf.int32)
     counter = skip_counter or SkipCounter()
     if source == "auto":
         try:
@@ -296,43 +266,33 @@ def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), fl
             ds = ds.shuffle(shuffle_buffer or num, seed=seed, reshuffle_each_iteration=True)
         load, count = _load(counter)
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.ignore_errors(log_warning=True).map(count)
-    elif source == "tfds":
-        ds, num = _tfds_source(split, tfds_data_dir)
+        # Undecodable images are dropped here, before the parser pairs examples with their
+        # per-batch parameters, so batches stay aligned.
+        return ds.ignore_errors(log_warning=True).map(count)
+    if source == "tfds":
+        ds, _ = _tfds_source(split, tfds_data_dir)
         if training:
             ds = ds.shuffle(shuffle_buffer or 1024, seed=seed, reshuffle_each_iteration=True)
-    else:
-        raise ValueError(f"source must be 'files', 'tfds' or 'auto'. Received: source={source!r}")
+        return ds
+    raise ValueError(f"source must be 'files', 'tfds' or 'auto'. Received: source={source!r}")
 
-    if training:
-        size_ids = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
-            lambda r: tf.cast(r % len(image_sizes), tf.int32))
-        size_ids = size_ids.flat_map(lambda s: tf.data.Dataset.from_tensors(s).repeat(batch_size))
-        flip_seed = None if seed is None else seed + 1
-        flips = tf.data.Dataset.random(seed=flip_seed, rerandomize_each_iteration=True).map(
-            lambda r: tf.logical_and(tf.constant(flip), r % 2 == 1))
-    else:
-        fixed = eval_size or max(image_sizes)
-        sizes = tf.constant([fixed], tf.int32)
-        size_ids = tf.data.Dataset.from_tensors(0).repeat()
-        flips = tf.data.Dataset.from_tensors(False).repeat()
 
-    def geometry(example, size_id, do_flip):
-        image, boxes, path = example
-        original_size = tf.shape(image)[:2]
-        image, boxes, scale = augment.resize_and_pad(image, boxes, sizes[size_id], flip=do_flip)
-        # Clipping can leave boxes that lie outside the image with no area: drop them.
-        keep = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
-        boxes, num_boxes = _pad_boxes(tf.boolean_mask(boxes, keep), max_boxes)
-        if target_fn is not None:
-            labels = dict(target_fn(image, boxes, num_boxes))
-        else:
-            labels = {"boxes": boxes, "num_boxes": num_boxes}
-        if not training:
-            labels.update(image_path=path, scale=scale, original_size=original_size)
-        return image, labels
+def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), flip=True,
+                 training=True, target_fn=None, max_boxes=1000, shuffle_buffer=None, seed=None,
+                 eval_size=None, source="files", tfds_data_dir=None, skip_counter=None,
+                 policy=None):
+    """The batched WIDER FACE dataset: `load_examples` -> `detection.parse_examples`.
 
-    ds = tf.data.Dataset.zip((ds, size_ids, flips))
-    ds = ds.map(geometry, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    Args: as `load_examples` and `detection.parse_examples`; `policy` is the augmentation
+        policy (default: the seed's `augment.ResizeFlipPolicy(image_sizes, flip, eval_size)`).
+    Returns: `(images (B, S, S, 3) float32 in [0, 1], labels)` batches (see
+        `detection.parse_examples`).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    policy = policy or augment.ResizeFlipPolicy(image_sizes, flip, eval_size)
+    examples = load_examples(data_dir, split, training=training, shuffle_buffer=shuffle_buffer,
+                             seed=seed, source=source, tfds_data_dir=tfds_data_dir,
+                             skip_counter=skip_counter)
+    return detection.parse_examples(examples, policy, batch_size=batch_size, training=training,
+                                    target_fn=target_fn, max_boxes=max_boxes, seed=seed)

@@ -19,13 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from handgrad.zoo import distribute  # noqa: E402
+from handgrad.zoo.run import distribute  # noqa: E402
 
 # A small fig. 10 model; batch 32 = 2 replicas x 16; 4 one-step "epochs" so that history.csv
 # holds the loss of every step.
-MNIST = dict(filters=(4, 8, 8), batch_size=32, epochs=4, steps_per_epoch=1, train_limit=320,
-             test_limit=200, validate_every_epoch=False, augment_shift=0, warmup_epochs=0.0,
-             learning_rate=1e-2, bn_momentum=0.9, shuffle=False)
+MNIST = {"model.filters": (4, 8, 8), "model.bn_momentum": 0.9, "training.batch_size": 32,
+         "training.epochs": 4, "training.steps_per_epoch": 1, "data.train_limit": 320,
+         "data.test_limit": 200, "training.validate_every_epoch": False, "data.augment_shift": 0,
+         "training.warmup_epochs": 0.0, "training.learning_rate": 1e-2, "data.shuffle": False}
 
 
 def batch_norm_case(out_dir, strategy):
@@ -89,19 +90,19 @@ def mirrored(out_dir, mnist_dir):
     # reuse the same collective instance keys (TF caches them per key), and clash.
     strategy = distribute.make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
     batch_norm_case(out_dir, strategy)
-    from handgrad.zoo.train import train_and_evaluate
+    from handgrad.zoo.run.train import train_and_evaluate
 
     train_and_evaluate("mnist_cnn", os.path.join(out_dir, "mirrored"), mnist_dir, verbose=0,
-                       strategy=strategy, sync_batch_norm=True, **MNIST)
+                       strategy=strategy, sync_batch_norm=True, overrides=MNIST)
     train_and_evaluate("mnist_cnn", os.path.join(out_dir, "single"), mnist_dir, verbose=0,
-                       **MNIST)
+                       overrides=MNIST)
 
 
 def multi_worker(out_dir, mnist_dir):
-    from handgrad.zoo.train import train_and_evaluate
+    from handgrad.zoo.run.train import train_and_evaluate
 
     train_and_evaluate("mnist_cnn", os.path.join(out_dir, "run"), mnist_dir, verbose=0,
-                       strategy="multi_worker", sync_batch_norm=True, **MNIST)
+                       strategy="multi_worker", sync_batch_norm=True, overrides=MNIST)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ import pytest
 from PIL import Image
 
 from handgrad.pipelines import mnist, wider_face
-from handgrad.zoo.train import train_and_evaluate
+from handgrad.zoo.run.train import train_and_evaluate
 
-TINY = dict(filters=(4, 4, 4), epochs=1, steps_per_epoch=1, validate_every_epoch=False)
+TINY = {"model.filters": (4, 4, 4), "training.epochs": 1, "training.steps_per_epoch": 1,
+        "training.validate_every_epoch": False}
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -37,14 +38,15 @@ def test_truncated_idx_names_file_and_sizes(mnist_dir, tmp_path):
     with pytest.raises(mnist.IdxFormatError,
                        match=r"train-images-idx3-ubyte: truncated file: the header says shape "
                              r"\(60000, 28, 28\), i\.e\. 47040016 bytes, but the file has 1000000"):
-        train_and_evaluate("mnist_cnn", tmp_path / "run", tmp_path, verbose=0, **TINY)
+        train_and_evaluate("mnist_cnn", tmp_path / "run", tmp_path, verbose=0, overrides=TINY)
 
 
 def test_empty_mnist_dir_lists_the_expected_files(tmp_path):
     (tmp_path / "data").mkdir()
     with pytest.raises(FileNotFoundError, match=r"MNIST file train-images-idx3-ubyte\[\.gz\] "
                        r"not found in .*data\. Expected the four official IDX files"):
-        train_and_evaluate("mnist_cnn", tmp_path / "run", tmp_path / "data", verbose=0, **TINY)
+        train_and_evaluate("mnist_cnn", tmp_path / "run", tmp_path / "data", verbose=0,
+                           overrides=TINY)
 
 
 # ---- WIDER FACE data -----------------------------------------------------------------------
@@ -133,13 +135,16 @@ def test_empty_wider_dir_names_the_annotation_file(tmp_path):
 
 @pytest.mark.parametrize("overrides, error, message", [
     (dict(config="nope"), ValueError, r"Unknown config 'nope'\. Known configs: .*mnist_cnn"),
-    (dict(epoch=3), ValueError, r"has no field 'epoch'\. Known fields: .*epochs"),
-    (dict(batch_size=0), ValueError, r"batch_size must be a positive int\. Received: "
-                                     r"batch_size=0"),
-    (dict(optimizer="rmsprop"), ValueError, r"optimizer must be 'adam', 'adamw' or 'sgd'"),
-    (dict(validate_every_epoch="maybe"), ValueError, r"--validate_every_epoch expects "
-                                                     r"true/false\. Received: 'maybe'"),
-    (dict(epochs="two"), ValueError, r"invalid literal for int\(\) with base 10: 'two'"),
+    ({"training.epoch": 3}, ValueError,
+     r"has no field 'training\.epoch'\. Known fields: .*training\.epochs"),
+    ({"training.batch_size": 0}, ValueError, r"batch_size must be a positive int\. Received: "
+                                             r"batch_size=0"),
+    ({"training.optimizer": "rmsprop"}, ValueError,
+     r"optimizer must be 'adam', 'adamw' or 'sgd'"),
+    ({"training.validate_every_epoch": "maybe"}, ValueError,
+     r"training\.validate_every_epoch expects true/false\. Received: 'maybe'"),
+    ({"training.epochs": "two"}, ValueError,
+     r"training\.epochs expects a value like 10\. Received: 'two'"),
     (dict(strategy="horovod"), ValueError, r"--strategy must be one of default, mirrored, "
                                            r"multi_worker, tpu\. Received: strategy='horovod'"),
     (dict(strategy="multi_worker"), ValueError, r"needs the TF_CONFIG environment variable"),
@@ -147,9 +152,12 @@ def test_empty_wider_dir_names_the_annotation_file(tmp_path):
         "non_int_epochs", "unknown_strategy", "multi_worker_without_tf_config"])
 def test_bad_config_values(mnist_dir, tmp_path, monkeypatch, overrides, error, message):
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    overrides = dict(overrides)
     config = overrides.pop("config", "mnist_cnn")
+    strategy = overrides.pop("strategy", "default")
     with pytest.raises(error, match=message):
-        train_and_evaluate(config, tmp_path, mnist_dir, verbose=0, **{**TINY, **overrides})
+        train_and_evaluate(config, tmp_path, mnist_dir, verbose=0, strategy=strategy,
+                           overrides={**TINY, **overrides})
 
 
 @pytest.mark.parametrize("args, message", [
@@ -159,12 +167,12 @@ def test_bad_config_values(mnist_dir, tmp_path, monkeypatch, overrides, error, m
      r"<default\|mirrored\|multi_worker\|tpu>"),
     (["--config=mnist_cnn", "--epochs=abc"],
      r"flag --epochs=abc: invalid literal for int\(\) with base 10: 'abc'"),
-    (["--config=mnist_cnn", "--set=epochs"],
-     r"handgrad-train: error: ValueError: --set expects field=value\. Received: "
-     r"--set='epochs'"),
+    (["--config=mnist_cnn", "--set=training.epochs"],
+     r"handgrad-train: error: ValueError: --set expects section\.field=value\. Received: "
+     r"--set='training\.epochs'"),
 ], ids=["unknown_config", "unknown_strategy", "non_int_flag", "set_without_value"])
 def test_command_line_reports_bad_flags_in_one_line(tmp_path, args, message):
-    proc = subprocess.Popen([sys.executable, "-m", "handgrad.zoo.train",
+    proc = subprocess.Popen([sys.executable, "-m", "handgrad.zoo.run.train",
                              f"--model_dir={tmp_path}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from handgrad.zoo import box_ops
+from handgrad.zoo.face import boxes as box_ops
 
 # Five literal anchors, [ymin, xmin, ymax, xmax] px: a 2x2 grid of 10-px cells and one 20-px box.
 ANCHORS = np.array([

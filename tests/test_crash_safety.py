@@ -30,11 +30,12 @@ ENV.pop("HANDGRAD_FAULT", None)
 
 
 def _command(model_dir, mnist_dir):
-    return [sys.executable, "-m", "handgrad.zoo.train", "--config=mnist_cnn",
+    return [sys.executable, "-m", "handgrad.zoo.run.train", "--config=mnist_cnn",
             f"--model_dir={model_dir}", f"--data_dir={mnist_dir}", "--epochs=3", "--steps=60",
-            "--batch_size=50", "--learning_rate=3e-3", "--set=filters=8,16,16",
-            "--set=train_limit=9000", "--set=test_limit=1000", "--set=bn_momentum=0.9",
-            "--set=validate_every_epoch=false", "--set=warmup_epochs=0.2"]
+            "--batch_size=50", "--learning_rate=3e-3", "--set=model.filters=8,16,16",
+            "--set=data.train_limit=9000", "--set=data.test_limit=1000",
+            "--set=model.bn_momentum=0.9",
+            "--set=training.validate_every_epoch=false", "--set=training.warmup_epochs=0.2"]
 
 
 def _start(model_dir, mnist_dir, **env):

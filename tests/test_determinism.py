@@ -13,14 +13,15 @@ SCRIPT = """
 import sys
 import keras
 import numpy as np
-from handgrad.zoo.train import train_and_evaluate
+from handgrad.zoo.run.train import train_and_evaluate
 
 out, data = sys.argv[1:3]
-quick = dict(filters=(4, 8, 8), batch_size=32, epochs=2, steps_per_epoch=4, train_limit=640,
-             test_limit=100, validate_every_epoch=False, augment_shift=2)
+quick = {"model.filters": (4, 8, 8), "training.batch_size": 32, "training.epochs": 2,
+         "training.steps_per_epoch": 4, "data.train_limit": 640, "data.test_limit": 100,
+         "training.validate_every_epoch": False, "data.augment_shift": 2}
 weights = []
 for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-    train_and_evaluate("mnist_cnn", f"{out}/{name}", data, verbose=0, seed=seed, **quick)
+    train_and_evaluate("mnist_cnn", f"{out}/{name}", data, verbose=0, seed=seed, overrides=quick)
     weights.append(keras.models.load_model(f"{out}/{name}/model.keras").get_weights())
 same = all(np.array_equal(x, y) for x, y in zip(weights[0], weights[1]))
 other = all(np.array_equal(x, y) for x, y in zip(weights[0], weights[2]))

@@ -86,7 +86,7 @@ def test_mirrored_training_follows_the_single_device_trajectory(mirrored_run):
     assert len(mirrored) == 4 and mirrored[-1] < mirrored[0] - 0.5  # it trained
     np.testing.assert_allclose(mirrored, single, rtol=1e-4)
     config = json.loads((mirrored_run / "mirrored" / "config.json").read_text())
-    assert config["replicas"] == 2 and config["strategy"] == "MirroredStrategy"
+    assert config["run"]["replicas"] == 2 and config["run"]["strategy"] == "MirroredStrategy"
     for a, b in zip(_weights(mirrored_run / "mirrored"), _weights(mirrored_run / "single")):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=WEIGHT_ATOL)
 

@@ -27,6 +27,8 @@ INPUT_SIZE = 128
 class BrightBoxOracle(keras.Model):
     """Returns the bounding box of the pixels brighter than 0.5 (one detection per image)."""
 
+    input_multiple = 64  # the serving module pads to multiples of this, as for the RetinaNet
+
     def call(self, images, training=None):
         return images
 
@@ -140,11 +142,11 @@ def test_saved_model_cli_lists_both_signatures(export_dir):
 def small_detector_export(tmp_path_factory):
     """A small FaceDetector (ResNet18, narrow) exported with score threshold 0, so every image
     returns its top boxes; random weights suffice to compare the export with the original."""
-    from handgrad.zoo.retinanet import FaceDetector
+    from handgrad.zoo.face.retinanet import FaceDetector
 
     keras.utils.set_random_seed(0)
-    detector = FaceDetector(backbone_depth=18, base_filters=8, fpn_filters=16, head_filters=16,
-                            prior_probability=0.3)
+    detector = FaceDetector(model=dict(backbone="resnet18", backbone_width=8, fpn_filters=16,
+                                       head_filters=16, prior_probability=0.3))
     module = FaceServing(detector, input_size=INPUT_SIZE, score_threshold=0.0, max_detections=20)
     path = tmp_path_factory.mktemp("small_detector")
     save(module, path)

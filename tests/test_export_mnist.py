@@ -15,7 +15,7 @@ import tensorflow as tf
 from handgrad.export import tflite
 from handgrad.export.export import export_model
 from handgrad.pipelines.mnist import load_idx_split
-from handgrad.zoo.mnist_cnn import build_mnist_cnn
+from handgrad.zoo.mnist.models import build_mnist_cnn
 
 
 @pytest.fixture(scope="module")

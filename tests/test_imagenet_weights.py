@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from handgrad.zoo import imagenet_weights, resnet
+from handgrad.zoo.face.backbones import imagenet_weights, resnet
 
 
 def _randomise_batch_norm_statistics(model, rng):

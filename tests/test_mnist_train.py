@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from handgrad.zoo import configs
-from handgrad.zoo.evaluate import evaluate_model_dir
-from handgrad.zoo.mnist_cnn import build_mnist_cnn
-from handgrad.zoo.train import train_and_evaluate
+from handgrad.zoo.mnist.models import build_mnist_cnn
+from handgrad.zoo.run import registry
+from handgrad.zoo.run.evaluate import evaluate_model_dir
+from handgrad.zoo.run.train import train_and_evaluate
 
-QUICK = dict(test_limit=1000, validate_every_epoch=False)
+QUICK = {"data.test_limit": 1000, "training.validate_every_epoch": False}
 
 
 def _history_epochs(model_dir):
@@ -26,9 +26,10 @@ def _history_epochs(model_dir):
 def test_short_run_exceeds_95_percent_and_reloads(mnist_dir, tmp_path, capsys):
     # 300 steps of the seed's mini-batch 50 (15 000 digits, a quarter epoch): a wrong gradient in
     # any handgrad layer or loss keeps the model far below 95 %.
-    metrics = train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0, epochs=1,
-                                 steps_per_epoch=300, batch_size=50, warmup_epochs=0.1,
-                                 learning_rate=2e-3, bn_momentum=0.9, **QUICK)
+    metrics = train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0, overrides={
+        "training.epochs": 1, "training.steps_per_epoch": 300, "training.batch_size": 50,
+        "training.warmup_epochs": 0.1, "training.learning_rate": 2e-3, "model.bn_momentum": 0.9,
+        **QUICK})
     assert metrics["test_accuracy"] > 0.95
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         f"test_accuracy={metrics['test_accuracy']:.4f}")
@@ -43,15 +44,16 @@ def test_short_run_exceeds_95_percent_and_reloads(mnist_dir, tmp_path, capsys):
 
 
 def test_resume_continues_from_the_checkpoint(mnist_dir, tmp_path):
-    quick = dict(steps_per_epoch=20, batch_size=50, train_limit=2000, test_limit=500,
-                 validate_every_epoch=False)
-    train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0, epochs=1, **quick)
+    quick = {"training.steps_per_epoch": 20, "training.batch_size": 50, "data.train_limit": 2000,
+             "data.test_limit": 500, "training.validate_every_epoch": False}
+    train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0,
+                       overrides={"training.epochs": 1, **quick})
     first_checkpoint = (tmp_path / "checkpoints" / "epoch_001.weights.h5").stat().st_mtime_ns
     # Rerun with more epochs through the command line, as a user would after an interruption.
-    cmd = [sys.executable, "-m", "handgrad.zoo.train", "--config=mnist_cnn",
+    cmd = [sys.executable, "-m", "handgrad.zoo.run.train", "--config=mnist_cnn",
            f"--model_dir={tmp_path}", f"--data_dir={mnist_dir}", "--epochs=2", "--steps=20",
-           "--batch_size=50", "--set=train_limit=2000", "--set=test_limit=500",
-           "--set=validate_every_epoch=false"]
+           "--batch_size=50", "--set=data.train_limit=2000",
+           "--set=data.test_limit=500", "--set=training.validate_every_epoch=false"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -89,6 +91,6 @@ def test_handgrad_model_matches_its_stock_twin(mnist_dir):
 
 
 def test_bad_override_names_the_known_fields(tmp_path):
-    with pytest.raises(ValueError, match=r"has no field 'epoch'.*epochs"):
-        train_and_evaluate("mnist_cnn", tmp_path, epoch=3)
-    assert configs.get_config("mlp").task == "mnist"
+    with pytest.raises(ValueError, match=r"has no field 'training\.epoch'.*training\.epochs"):
+        train_and_evaluate("mnist_cnn", tmp_path, overrides={"training.epoch": 3})
+    assert registry.get_config("mlp").task == "mnist"

@@ -10,10 +10,13 @@ import pytest
 import tensorflow as tf
 
 from handgrad.pipelines import synthetic_faces, wider_face
-from handgrad.zoo import box_ops, fpn
-from handgrad.zoo.retinanet import FaceDetector, postprocess
+from handgrad.zoo.face import boxes as box_ops
+from handgrad.zoo.face import pyramid
+from handgrad.zoo.face.postprocess import postprocess
+from handgrad.zoo.face.retinanet import FaceDetector
 
-SMALL = dict(backbone_depth=18, base_filters=8, fpn_filters=16, head_filters=16)
+SMALL_MODEL = dict(backbone="resnet18", backbone_width=8, fpn_filters=16, head_filters=16)
+SMALL = dict(model=SMALL_MODEL)
 FACES = tf.constant([[[10.0, 12.0, 40.0, 38.0], [60.0, 64.0, 100.0, 96.0], [0, 0, 0, 0]],
                      [[30.0, 30.0, 50.0, 50.0], [0, 0, 0, 0], [0, 0, 0, 0]]])
 NUM_FACES = tf.constant([2, 1])
@@ -35,7 +38,7 @@ def test_head_outputs_follow_anchor_counts(detector, side, total):
     out = detector(np.zeros((1, side, side, 3), np.float32))
     assert tuple(out["cls_logits"].shape) == (1, total, 1)
     assert tuple(out["box_deltas"].shape) == (1, total, 4)
-    assert detector.anchors((side, side)).shape[0] == total
+    assert detector.anchor_set.generate((side, side)).shape[0] == total
 
 
 def test_prior_probability_bias(detector):
@@ -48,14 +51,26 @@ def test_prior_probability_bias(detector):
 
 def test_fpn_nearest_upsampling_and_p6_sizes():
     c3, c4, c5 = (keras.Input((s, s, 4)) for s in (16, 8, 4))
-    p = fpn.feature_pyramid(c3, c4, c5, filters=6)
+    p = pyramid.feature_pyramid([c3, c4, c5], (3, 4, 5, 6), filters=6)
     assert [tuple(t.shape[1:]) for t in p] == [(16, 16, 6), (8, 8, 6), (4, 4, 6), (2, 2, 6)]
+
+
+def test_pyramid_levels_follow_the_anchor_strides():
+    """Strides (4, ..., 128) give P2-P7: C2 enters as a lateral, P7 comes from ReLU(P6)."""
+    c2, c3, c4, c5 = (keras.Input((s, s, 4)) for s in (32, 16, 8, 4))
+    p = pyramid.feature_pyramid([c2, c3, c4, c5], (2, 3, 4, 5, 6, 7), filters=6)
+    assert [t.shape[1] for t in p] == [32, 16, 8, 4, 2, 1]
+    model = FaceDetector(model=SMALL_MODEL, anchors=dict(strides=(4, 8, 16, 32, 64)))
+    out = model(np.zeros((1, 128, 128, 3), np.float32))
+    # (32^2 + 16^2 + 8^2 + 4^2 + 2^2) x 3 = 4092 anchors
+    assert out["cls_logits"].shape[1] == 4092 == model.anchor_set.generate((128, 128)).shape[0]
+    assert model.network.get_layer("fpn_lateral_c2") is not None
 
 
 @pytest.mark.parametrize("normalization", ["positives", "per_level"])
 def test_handgrad_detector_matches_stock_keras_twin(normalization):
     """Same weights: same outputs, and the same gradient of eq. 61 for every variable."""
-    kwargs = dict(SMALL, loss_normalization=normalization)
+    kwargs = dict(SMALL, loss=dict(normalization=normalization))
     ours = FaceDetector(**kwargs)
     twin = FaceDetector(**kwargs, layers="keras")
     twin.set_weights(ours.get_weights())
@@ -114,9 +129,11 @@ def test_postprocess_top_k_is_per_level():
 
 
 def test_default_max_detections_and_config_round_trip(tmp_path):
-    model = FaceDetector(**SMALL, score_threshold=0.3, aspect_ratios=(1.0, 1.25))
+    model = FaceDetector(**SMALL, postprocess=dict(score_threshold=0.3),
+                         anchors=dict(aspect_ratios=(1.0, 1.25)))
     config = model.get_config()
-    assert config["max_detections"] == 750 and config["aspect_ratios"] == (1.0, 1.25)
+    assert config["postprocess"]["max_detections"] == 750
+    assert config["anchors"]["aspect_ratios"] == (1.0, 1.25)
     images = np.random.default_rng(2).random((1, 128, 128, 3)).astype(np.float32)
     path = tmp_path / "detector.keras"
     model.save(path)
@@ -136,8 +153,9 @@ def test_overfits_synthetic_wider_images(tmp_path):
     keras.utils.set_random_seed(0)
     # base_filters >= 16: TF 2.21's oneDNN Conv2DBackpropFilter crashes on 1x1 stride-2
     # kernels with 8 input channels at >= 64 x 64 (stock Keras too)
-    model = FaceDetector(backbone_depth=18, base_filters=16, fpn_filters=32, head_filters=32,
-                         score_threshold=0.3, bn_momentum=0.9)
+    model = FaceDetector(model=dict(backbone="resnet18", backbone_width=16, fpn_filters=32,
+                                    head_filters=32, bn_momentum=0.9),
+                         postprocess=dict(score_threshold=0.3))
     common = dict(batch_size=4, image_sizes=(256,), flip=False, training=True, seed=0,
                   max_boxes=20)
     train = wider_face.make_dataset(tmp_path, "train", target_fn=model.target_fn, **common)

@@ -7,7 +7,7 @@ import scipy.io
 from PIL import Image
 
 from handgrad.pipelines import synthetic_faces, wider_face, wider_format
-from handgrad.zoo.face import wider_eval
+from handgrad.zoo.face import evaluation, wider_eval
 
 SEED, NUM_TRAIN, NUM_VAL, SIZE = 1, 3, 8, 160
 EMPTY_VAL_IMAGES = (3, 7)  # images of seed 1's val split drawn with no face
@@ -153,7 +153,7 @@ def test_detector_results_map_back_and_evaluate(synthetic, tmp_path):
         return labels["boxes"], np.tile(np.linspace(1, 0.5, k), (images.shape[0], 1)), \
             labels["num_boxes"]
 
-    assert wider_eval.wider_results.write_dataset_predictions(oracle, ds, tmp_path) == NUM_VAL
+    assert evaluation.write_dataset_predictions(oracle, ds, tmp_path) == NUM_VAL
     results = wider_eval.read_results(tmp_path)
     for record in wider_face.parse_annotations(wider_face.find_annotation_file(root, "val")):
         boxes, _ = results[wider_format.image_key(record.path)]

@@ -16,11 +16,12 @@ import re
 import numpy as np
 import pytest
 
-from handgrad.zoo.resilience import NonFiniteLossError, read_latest
-from handgrad.zoo.train import train_and_evaluate
+from handgrad.zoo.run.resilience import NonFiniteLossError, read_latest
+from handgrad.zoo.run.train import train_and_evaluate
 
-TINY = dict(filters=(8, 16, 16), batch_size=50, epochs=1, steps_per_epoch=30, train_limit=2000,
-            test_limit=500, validate_every_epoch=False, bn_momentum=0.9, warmup_epochs=0.0)
+TINY = {"model.filters": (8, 16, 16), "training.batch_size": 50, "data.train_limit": 2000,
+        "data.test_limit": 500, "training.validate_every_epoch": False,
+        "model.bn_momentum": 0.9, "training.warmup_epochs": 0.0}
 
 
 def _history(model_dir):
@@ -32,15 +33,12 @@ def test_mixed_precision_trains_without_nan_and_keeps_the_head_float32(mnist_dir
     import keras
 
     keras.utils.set_random_seed(0)  # both runs start from the same weights and batches
+    three = {**TINY, "training.epochs": 3, "training.steps_per_epoch": 10}
     mixed = train_and_evaluate("mnist_cnn", tmp_path / "mixed", mnist_dir, verbose=0,
-                               mixed_precision=True, epochs=3, steps_per_epoch=10,
-                               **{k: v for k, v in TINY.items() if k not in ("epochs",
-                                                                             "steps_per_epoch")})
+                               mixed_precision=True, overrides=three)
     keras.utils.set_random_seed(0)
     reference = train_and_evaluate("mnist_cnn", tmp_path / "fp32", mnist_dir, verbose=0,
-                                   epochs=3, steps_per_epoch=10,
-                                   **{k: v for k, v in TINY.items()
-                                      if k not in ("epochs", "steps_per_epoch")})
+                                   overrides=three)
     losses = [float(r["loss"]) for r in _history(tmp_path / "mixed")]
     losses32 = [float(r["loss"]) for r in _history(tmp_path / "fp32")]
     assert all(math.isfinite(v) for v in losses)
@@ -49,7 +47,7 @@ def test_mixed_precision_trains_without_nan_and_keeps_the_head_float32(mnist_dir
     assert abs(mixed["test_accuracy"] - reference["test_accuracy"]) < 0.05
     assert keras.config.dtype_policy().name == "float32"  # the global policy was restored
     run = json.loads((tmp_path / "mixed" / "config.json").read_text())
-    assert run["mixed_precision"] and run["optimizer"] == "LossScaleOptimizer"
+    assert run["run"]["mixed_precision"] and run["run"]["optimizer"] == "LossScaleOptimizer"
     model = keras.models.load_model(tmp_path / "mixed" / "model.keras")
     policies = {layer.name: layer.dtype_policy.name for layer in model.layers}
     assert policies["conv1"] == policies["bn1"] == "mixed_float16"
@@ -57,14 +55,14 @@ def test_mixed_precision_trains_without_nan_and_keeps_the_head_float32(mnist_dir
 
 
 def test_nan_stops_with_step_and_last_finite_loss_and_keeps_the_checkpoint(mnist_dir, tmp_path):
-    quick = {k: v for k, v in TINY.items() if k not in ("epochs", "steps_per_epoch")}
-    train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0, epochs=1, steps_per_epoch=5,
-                       **quick)
+    quick = {**TINY, "training.steps_per_epoch": 5}
+    train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0,
+                       overrides={**quick, "training.epochs": 1})
     first_model = (tmp_path / "model.keras").read_bytes()
     # Resume for a second epoch with an absurd learning rate: the weights blow up to Inf.
     with pytest.raises(NonFiniteLossError) as info:
-        train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0, epochs=2,
-                           steps_per_epoch=5, **{**quick, "learning_rate": 1e30})
+        train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0, overrides={
+            **quick, "training.epochs": 2, "training.learning_rate": 1e30})
     message = str(info.value)
     match = re.search(r"became (nan|inf) at step (\d+); last finite loss: ([0-9.e+-]+)\.",
                       message)

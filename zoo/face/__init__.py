@@ -1,1 +1,2 @@
-"""The face detector: configs, anchors, boxes, backbones, pyramid, heads, models, task, WIDER evaluation."""
+"""The face detector: configs, anchors, boxes, backbones, pyramid, heads, models, task and
+WIDER evaluation."""

@@ -1,6 +1,6 @@
 """tf.distribute strategies for `handgrad-train --strategy=default|mirrored|multi_worker|tpu`.
 
-How training uses them (`zoo/train.py`): the task builds and compiles its model inside
+How training uses them (`train.py`): the task builds and compiles its model inside
 `strategy.scope()`, so the variables, the optimizer slots and the metrics are created as
 distributed (mirrored) variables. Keras 3's `model.fit` (TensorFlow backend) then records the
 strategy of the scope the model was built in and itself calls
@@ -52,7 +52,7 @@ def make_strategy(name="default", tpu=None, devices=None):
     Raises: ValueError for an unknown name or a multi_worker run without a valid TF_CONFIG.
     """
     if name not in STRATEGIES:
-        raise ValueError(f"zoo/distribute.py: --strategy must be one of {', '.join(STRATEGIES)}. "
+        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}. "
                          f"Received: strategy={name!r}")
     if name == "default":
         return tf.distribute.get_strategy()
@@ -70,7 +70,7 @@ def make_strategy(name="default", tpu=None, devices=None):
 def _check_tf_config():
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise ValueError("zoo/distribute.py: --strategy=multi_worker needs the TF_CONFIG "
+        raise ValueError("--strategy=multi_worker needs the TF_CONFIG "
                          "environment variable (cluster and task, see the module docstring). "
                          "Received: TF_CONFIG unset")
     try:
@@ -78,10 +78,10 @@ def _check_tf_config():
         workers = config["cluster"]["worker"]
         index = int(config["task"]["index"])
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError("zoo/distribute.py: TF_CONFIG must be JSON with cluster.worker (a list "
+        raise ValueError("TF_CONFIG must be JSON with cluster.worker (a list "
                          f"of host:port) and task.index. Received: TF_CONFIG={raw!r}") from e
     if not 0 <= index < len(workers):
-        raise ValueError(f"zoo/distribute.py: TF_CONFIG task.index must be in "
+        raise ValueError(f"TF_CONFIG task.index must be in "
                          f"[0, {len(workers)}). Received: index={index}")
 
 
@@ -171,6 +171,6 @@ def configure_cpu_devices(count):
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
     except RuntimeError as e:
-        raise RuntimeError("zoo/distribute.py: logical CPU devices must be configured before "
+        raise RuntimeError("logical CPU devices must be configured before "
                            f"TensorFlow runs its first op ({e}).") from e
     return [d.name for d in tf.config.list_logical_devices("CPU")]

@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints, a NaN/Inf stop and bit-reproducible runs for `zoo/train.py`.
+"""Crash-safe checkpoints, a NaN/Inf stop and bit-reproducible runs for `train.py`.
 
 Crash safety (`AtomicBackup`): at the end of every epoch the whole training state (weights,
 optimizer slots and step counter: Keras' `save_weights` of a compiled model) is written to a
@@ -88,7 +88,7 @@ def read_latest(backup_dir):
         return None
     record = json.loads(path.read_text())
     if not (Path(backup_dir) / record["file"]).is_file():
-        raise FileNotFoundError(f"zoo/resilience.py: {path} names {record['file']}, which is "
+        raise FileNotFoundError(f"{path} names {record['file']}, which is "
                                 "missing; delete the backup folder to start over.")
     return record
 
@@ -175,6 +175,6 @@ class NonFiniteGuard(keras.callbacks.Callback):
         last = "none (the first step was already non-finite)" if self.last_finite is None \
             else f"{self.last_finite:.6g}"
         return NonFiniteLossError(
-            f"zoo/train.py: the training loss became {self.bad_value} at step {self.bad_step}; "
+            f"the training loss became {self.bad_value} at step {self.bad_step}; "
             f"last finite loss: {last}. Training stopped.{where} Lower the learning rate, "
             "check the input data, or use --mixed_precision=false.")

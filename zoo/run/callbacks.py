@@ -1,4 +1,4 @@
-"""Training callbacks used by `zoo/train.py`."""
+"""Training callbacks used by `train.py`."""
 
 import time
 

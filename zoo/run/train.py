@@ -1,12 +1,13 @@
 """Task-agnostic training: `train_and_evaluate(config, model_dir)` and the `handgrad-train` command.
 
     handgrad-train --config=mnist_cnn --model_dir=/tmp/mnist_cnn [--data_dir=DIR] [--epochs=N]
-        [--strategy=default|mirrored|multi_worker|tpu] [--mixed_precision] [--seed=N]
+        [--set=training.learning_rate=1e-3 ...] [--strategy=default|mirrored|multi_worker|tpu]
+        [--mixed_precision] [--seed=N]
 
 What a run leaves in `model_dir`:
-    config.json                  the config actually trained (overrides applied)
+    config.json                  the config actually trained (overrides applied; `model_dir.py`)
     backup/                      the latest training state (weights, optimizer, epoch), written
-                                 atomically at the end of every epoch (`zoo/resilience.py`); a
+                                 atomically at the end of every epoch (`resilience.py`); a
                                  rerun of the same command resumes from it instead of starting
                                  over, also after the process was killed at any instant
     checkpoints/epoch_NNN.weights.h5   the weights after every epoch (also written atomically)
@@ -18,14 +19,15 @@ What a run leaves in `model_dir`:
                                  `import handgrad`)
 and the task's metrics are printed last, one `name=value` per line (MNIST: `test_accuracy=...`).
 
-The task (`zoo/configs.py: TASKS[config.task]`) provides `build_model(config)`,
+The task (`registry.TASKS[config.task]`) provides `build_model(config)`,
 `datasets(config, data_dir)` and `evaluate(model, config, data_dir, model_dir)`; configs are
-dataclasses with at least `task` and `epochs` (and optionally `steps_per_epoch`,
-`validate_every_epoch`).
+dataclasses with a `task` and a `training` section (batch_size, epochs, steps_per_epoch,
+validate_every_epoch, seed).
 
-Scale and resilience (see `zoo/distribute.py` and `zoo/resilience.py`):
+Scale and resilience (see `distribute.py` and `resilience.py`):
     --strategy     the model, optimizer and metrics are built under the strategy's scope and
-                   Keras' fit distributes the task's dataset (global batch = config.batch_size)
+                   Keras' fit distributes the task's dataset (global batch =
+                   config.training.batch_size)
     --mixed_precision   the mixed_float16 policy; compile wraps the optimizer in Keras'
                    LossScaleOptimizer (dynamic loss scaling); models keep their output head in
                    float32
@@ -36,108 +38,50 @@ bad-input errors (ValueError, FileNotFoundError: unknown config, bad field value
 corrupt data files) as one `handgrad-train: error: ...` line and exits with status 1.
 """
 
-import dataclasses
-import json
-import typing
-
 import keras
 import tensorflow as tf
 
 import handgrad.losses  # noqa: F401  (registers the losses for loading model.keras)
-from handgrad.zoo import configs, distribute, resilience
-from handgrad.zoo.callbacks import EpochTimer
+from handgrad.zoo.run import cli, distribute, registry, resilience
+from handgrad.zoo.run import model_dir as model_dir_lib
+from handgrad.zoo.run.callbacks import EpochTimer
 
 
-def _coerce(value, default, field_type, name):
-    """Converts a command-line string to the type of a config field."""
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    if value.lower() == "none":
-        return None
-    if isinstance(default, bool):
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"--{name} expects true/false. Received: {value!r}")
-        return value.lower() in ("true", "1")
-    if isinstance(default, tuple | list):
-        return tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v)
-                     for v in value.split(","))
-    if isinstance(default, int) or "int" in str(field_type):
-        return int(value)
-    if isinstance(default, float) or "float" in str(field_type):
-        return float(value)
-    return value
-
-
-def apply_overrides(config, **overrides):
-    """A copy of `config` with the given fields replaced (None values are ignored).
-
-    String values (from the command line) are converted to the field's type; an unknown field
-    raises ValueError listing the known ones.
-    """
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    changes = {}
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        if name not in fields:
-            raise ValueError(f"zoo/train.py: config {type(config).__name__} has no field "
-                             f"{name!r}. Known fields: {', '.join(sorted(fields))}")
-        hints = typing.get_type_hints(type(config))
-        changes[name] = _coerce(value, getattr(config, name), hints.get(name), name)
-    return dataclasses.replace(config, **changes)
-
-
-def resolve_config(config, **overrides):
-    """A config object from a name or a config, with overrides applied."""
-    if isinstance(config, str):
-        config = configs.get_config(config)
-    if not dataclasses.is_dataclass(config):
-        raise TypeError(f"zoo/train.py: config must be a config name or a dataclass. "
-                        f"Received: {type(config).__name__}")
-    return apply_overrides(config, **overrides)
-
-
-def format_metrics(metrics):
-    """`name=value` lines, in the task's order (the headline metric last)."""
-    return "\n".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in metrics.items())
-
-
-def train_and_evaluate(config, model_dir, data_dir=None, *, verbose="auto", strategy="default",
-                       mixed_precision=False, seed=None, sync_batch_norm=False, **overrides):
+def train_and_evaluate(config, model_dir, data_dir=None, *, overrides=None, verbose="auto",
+                       strategy="default", mixed_precision=False, seed=None,
+                       sync_batch_norm=False):
     """Trains `config` into `model_dir` (resuming if a backup is there), then evaluates it.
 
     Args:
-        config: a config name from `zoo/configs.py` or a config dataclass.
+        config: a config name (`registry.CONFIGS`) or a config dataclass.
         model_dir: output folder (created); see the module docstring for its contents. Under a
             multi-worker strategy, workers other than the chief write `model_dir/worker_<i>`.
         data_dir: passed to the task's `datasets` / `evaluate` (None: the task's default source).
         verbose: Keras' fit verbosity ("auto": a progress bar).
-        strategy: a name from `zoo.distribute.STRATEGIES` or a `tf.distribute.Strategy`.
+        overrides: dotted config fields to replace, e.g. {"training.epochs": 2}.
+        strategy: a name from `distribute.STRATEGIES` or a `tf.distribute.Strategy`.
         mixed_precision: train under the mixed_float16 policy (restored afterwards).
-        seed: if not None, replaces `config.seed` and turns on op determinism.
+        seed: if not None, replaces `config.training.seed` and turns on op determinism.
         sync_batch_norm: BatchNormalization statistics over all replicas (`synchronized=True`)
             instead of each replica's own batch.
-        **overrides: config fields to replace, e.g. `epochs=2`, `batch_size=64`.
     Returns: the task's metrics dict (also printed, one `name=value` per line, last lines).
-    Raises: `zoo.resilience.NonFiniteLossError` when the loss becomes NaN or Inf.
+    Raises: `resilience.NonFiniteLossError` when the loss becomes NaN or Inf.
     """
     name = config if isinstance(config, str) else None
+    overrides = dict(overrides or {})
     if seed is not None:
-        overrides["seed"] = seed
-    config = resolve_config(config, **overrides)
+        overrides["training.seed"] = seed
+    config = registry.resolve_config(config, overrides)
     if isinstance(strategy, str):
         strategy = distribute.make_strategy(strategy)
     if seed is not None:
         resilience.enable_determinism(seed)
     model_dir = distribute.worker_model_dir(strategy, model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "config.json").write_text(json.dumps(
-        {"config_name": name, "class": type(config).__name__, **dataclasses.asdict(config),
-         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-         "mixed_precision": bool(mixed_precision), "sync_batch_norm": bool(sync_batch_norm)},
-        indent=2, default=str))
-    task = configs.get_task(config)
+    model_dir_lib.write_config(model_dir, model_dir_lib.config_record(
+        name, config, strategy=type(strategy).__name__, replicas=strategy.num_replicas_in_sync,
+        mixed_precision=bool(mixed_precision), sync_batch_norm=bool(sync_batch_norm)))
+    task = registry.get_task(config)
     previous_policy = keras.config.dtype_policy()
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -151,17 +95,10 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, verbose="auto", stra
                 model.optimizer = keras.optimizers.LossScaleOptimizer(model.optimizer)
         if sync_batch_norm:
             distribute.synchronize_batch_norm(model)
-        _record(model_dir, optimizer=type(model.optimizer).__name__)
+        model_dir_lib.update_run(model_dir, optimizer=type(model.optimizer).__name__)
         return _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-
-
-def _record(model_dir, **values):
-    """Adds `values` to `model_dir/config.json` (what the run actually used)."""
-    path = model_dir / "config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **values}, indent=2,
-                               default=str))
 
 
 def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy):
@@ -181,68 +118,59 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
     # with more epochs continues rather than restarting.
     callbacks.append(resilience.AtomicBackup(model_dir / "backup", model_dir / "checkpoints",
                                              guard=guard))
-    validate = getattr(config, "validate_every_epoch", True)
+    training = config.training
     with strategy.scope():
-        model.fit(train_ds, epochs=config.epochs,
-                  steps_per_epoch=getattr(config, "steps_per_epoch", None),
-                  validation_data=eval_ds if validate else None, callbacks=callbacks,
+        model.fit(train_ds, epochs=training.epochs, steps_per_epoch=training.steps_per_epoch,
+                  validation_data=eval_ds if training.validate_every_epoch else None,
+                  callbacks=callbacks,
                   verbose=verbose, shuffle=False)  # the task's dataset shuffles itself
     if guard.tripped:
         raise guard.error(model_dir / "backup")
     model.save(model_dir / "model.keras")
     metrics = task.evaluate(model, config, data_dir, model_dir)
-    print(format_metrics(metrics), flush=True)
+    print(cli.format_metrics(metrics), flush=True)
     return metrics
 
 
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_string("config", None, f"Config name: {', '.join(sorted(configs.CONFIGS))}.")
+    flags.DEFINE_string("config", None, f"Config name: {', '.join(sorted(registry.CONFIGS))}.")
     flags.DEFINE_string("model_dir", None, "Output folder (checkpoints, logs, model.keras).")
     flags.DEFINE_string("data_dir", None, "Dataset folder (MNIST: the IDX files); default: TFDS.")
-    flags.DEFINE_integer("epochs", None, "Override config.epochs.")
-    flags.DEFINE_integer("batch_size", None, "Override config.batch_size.")
-    flags.DEFINE_integer("steps", None, "Override config.steps_per_epoch (batches per epoch).")
-    flags.DEFINE_float("learning_rate", None, "Override config.learning_rate.")
-    flags.DEFINE_multi_string("set", [], "Override any config field: --set=field=value.")
+    flags.DEFINE_integer("epochs", None, "Override config.training.epochs.")
+    flags.DEFINE_integer("batch_size", None, "Override config.training.batch_size.")
+    flags.DEFINE_integer("steps", None, "Override config.training.steps_per_epoch (batches per "
+                         "epoch).")
+    flags.DEFINE_float("learning_rate", None, "Override config.training.learning_rate.")
+    flags.DEFINE_multi_string("set", [], "Override any config field by its dotted name: "
+                              "--set=anchors.min_size=10.")
     flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
                       "tf.distribute strategy (multi_worker reads TF_CONFIG).")
     flags.DEFINE_boolean("mixed_precision", False, "Train under the mixed_float16 policy.")
     flags.DEFINE_boolean("sync_batch_norm", False, "BatchNormalization statistics over all "
                          "replicas (synchronized=True) instead of per replica.")
-    flags.DEFINE_integer("seed", None, "Override config.seed and enable TF op determinism "
+    flags.DEFINE_integer("seed", None, "Override config.training.seed and enable TF op determinism "
                          "(bit-identical CPU runs).")
+    cli.define_verbose()
     flags.mark_flags_as_required(["config", "model_dir"])
     return flags.FLAGS
-
-
-def parse_sets(items):
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects field=value. Received: --set={item!r}")
-        out[name.strip()] = value
-    return out
 
 
 def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    try:
-        if len(argv) > 1:
-            raise ValueError(f"Unexpected arguments: {argv[1:]}")
-        overrides = {"epochs": f.epochs, "batch_size": f.batch_size, "steps_per_epoch": f.steps,
-                     "learning_rate": f.learning_rate, **parse_sets(f.set)}
-        train_and_evaluate(f.config, f.model_dir, f.data_dir, verbose=1, strategy=f.strategy,
-                           mixed_precision=f.mixed_precision, seed=f.seed,
-                           sync_batch_norm=f.sync_batch_norm, **overrides)
-    except (resilience.NonFiniteLossError, ValueError, FileNotFoundError) as e:
-        # Bad input (config name, field values, data files) and a diverged run: one line naming
-        # the problem and exit status 1, no traceback.
-        raise SystemExit(f"handgrad-train: error: {type(e).__name__}: {e}") from None
+    # A diverged run is reported like bad input: one line naming the step, exit status 1.
+    with cli.one_line_errors("handgrad-train", f.verbose,
+                             (resilience.NonFiniteLossError, ValueError, OSError)):
+        cli.no_extra_arguments(argv)
+        overrides = {"training.epochs": f.epochs, "training.batch_size": f.batch_size,
+                     "training.steps_per_epoch": f.steps,
+                     "training.learning_rate": f.learning_rate, **cli.parse_sets(f.set)}
+        train_and_evaluate(f.config, f.model_dir, f.data_dir, overrides=overrides, verbose=1,
+                           strategy=f.strategy, mixed_precision=f.mixed_precision, seed=f.seed,
+                           sync_batch_norm=f.sync_batch_norm)
 
 
 def run():

@@ -1,6 +1,6 @@
 """The MNIST task: model compilation, data and evaluation for the configs whose `task` is "mnist".
 
-`zoo/train.py` is task-agnostic; it asks a task object for three things:
+`handgrad-train` (`zoo/run/train.py`) is task-agnostic; it asks a task object for three things:
     build_model(config) -> compiled keras.Model
     datasets(config, data_dir) -> (train_ds, eval_ds)
     evaluate(model, config, data_dir, model_dir) -> {name: value}, headline metric last
@@ -11,8 +11,6 @@ The loss is the seed's cross-entropy (eq. 56-57) on the softmax output (eq. 54),
 hand-derived gradients; `loss="l2"` trains the seed's MLP with eq. 8 instead.
 """
 
-import dataclasses
-import importlib
 from pathlib import Path
 
 import keras
@@ -20,91 +18,56 @@ import numpy as np
 
 from handgrad.losses import SparseCategoricalCrossentropy, SparseL2
 from handgrad.pipelines import mnist as mnist_data
-
-NUM_CLASSES = 10
-
-
-@dataclasses.dataclass
-class MnistTrainingConfig:
-    """Training hyper-parameters shared by the MNIST configs (the model fields live in subclasses).
-
-    Fields:
-        task: "mnist". model: "module:function" building the (uncompiled) model from the config.
-        batch_size, epochs: mini-batch size and number of passes over the 60 000 digits.
-        steps_per_epoch: None for a full pass, or a number of batches (quick runs, tests).
-        optimizer: "adam", "adamw" or "sgd" (Nesterov momentum 0.9).
-        learning_rate: peak learning rate; linear warm-up over `warmup_epochs`, then cosine decay
-            to `learning_rate * final_lr_fraction` at the last step.
-        weight_decay: decoupled weight decay (adamw) or 0.
-        loss: "crossentropy" (eq. 56-57) or "l2" (eq. 8 on the softmax output, seed section 3.2).
-        label_smoothing: for the cross-entropy (0 = the seed's plain loss).
-        augment_shift: random shift of each training digit by up to this many pixels (0 = off).
-        shuffle: reshuffle the training digits every epoch (False: file order, for tests that
-            compare two runs batch by batch).
-        train_limit, test_limit: use only the first N digits (None = all).
-        validate_every_epoch: evaluate on the test digits after each epoch (TensorBoard curves).
-        seed: Keras' global seed (initial weights, shuffling).
-    """
-
-    task: str = "mnist"
-    model: str = ""
-    batch_size: int = 50
-    epochs: int = 4
-    steps_per_epoch: int | None = None
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    warmup_epochs: float = 0.0
-    final_lr_fraction: float = 0.0
-    weight_decay: float = 0.0
-    loss: str = "crossentropy"
-    label_smoothing: float = 0.0
-    augment_shift: int = 0
-    shuffle: bool = True
-    train_limit: int | None = None
-    test_limit: int | None = None
-    validate_every_epoch: bool = True
-    seed: int = 0
+from handgrad.zoo.mnist.configs import MnistConfig
+from handgrad.zoo.mnist.models import MODELS, NUM_CLASSES
 
 
 def _steps_per_epoch(config):
-    if config.steps_per_epoch:
-        return int(config.steps_per_epoch)
-    n = config.train_limit or mnist_data.NUM_EXAMPLES["train"]
-    return max(1, n // config.batch_size)
+    if config.training.steps_per_epoch:
+        return int(config.training.steps_per_epoch)
+    n = config.data.train_limit or mnist_data.NUM_EXAMPLES["train"]
+    return max(1, n // config.training.batch_size)
 
 
 def make_optimizer(config):
     """The optimizer with a warm-up + cosine learning-rate schedule over the whole run."""
-    steps = _steps_per_epoch(config) * config.epochs
-    warmup = int(round(config.warmup_epochs * _steps_per_epoch(config)))
+    training = config.training
+    steps = _steps_per_epoch(config) * training.epochs
+    warmup = int(round(training.warmup_epochs * _steps_per_epoch(config)))
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate if warmup == 0 else 0.0,
-        decay_steps=max(1, steps - warmup), alpha=config.final_lr_fraction,
-        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
-    name = config.optimizer.lower()
+        initial_learning_rate=training.learning_rate if warmup == 0 else 0.0,
+        decay_steps=max(1, steps - warmup), alpha=training.final_lr_fraction,
+        warmup_target=training.learning_rate if warmup else None, warmup_steps=warmup)
+    name = training.optimizer.lower()
     if name == "adam":
         return keras.optimizers.Adam(schedule)
     if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        return keras.optimizers.AdamW(schedule, weight_decay=training.weight_decay)
     if name == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
-    raise ValueError(f"zoo/mnist_task.py: optimizer must be 'adam', 'adamw' or 'sgd'. "
-                     f"Received: optimizer={config.optimizer!r}")
+    raise ValueError(f"training.optimizer must be 'adam', 'adamw' or 'sgd'. "
+                     f"Received: {training.optimizer!r}")
 
 
-def make_loss(config):
-    if config.loss == "crossentropy":
-        return SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    if config.loss == "l2":
+def make_loss(loss):
+    """The loss of a `LossConfig`."""
+    if loss.name == "crossentropy":
+        return SparseCategoricalCrossentropy(label_smoothing=loss.label_smoothing)
+    if loss.name == "l2":
         return SparseL2()
-    raise ValueError(f"zoo/mnist_task.py: loss must be 'crossentropy' or 'l2'. "
-                     f"Received: loss={config.loss!r}")
+    raise ValueError(f"loss.name must be 'crossentropy' or 'l2'. Received: {loss.name!r}")
 
 
-def build_uncompiled(config):
-    """The config's model; under a mixed policy its output head is rebuilt in float32."""
-    module, _, attr = config.model.partition(":")
-    model = getattr(importlib.import_module(module), attr)(config)
+def build_uncompiled(model_config):
+    """The model of a model section; under a mixed policy its output head is rebuilt in float32."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in vars(model_config).items() if k not in ("name", "stock_layers")}
+    if getattr(model_config, "stock_layers", False):
+        kwargs.update(layers=keras.layers, name=f"{model_config.name}_stock")
+    if model_config.name not in MODELS:
+        raise ValueError(f"model.name must be one of {sorted(MODELS)}. "
+                         f"Received: {model_config.name!r}")
+    model = MODELS[model_config.name](**kwargs)
     if keras.config.dtype_policy().name.startswith("mixed"):
         model = float32_head(model)
     return model
@@ -164,26 +127,30 @@ def plot_confusion_matrix(cm, path, title):
 class MnistTask:
     """Builds, feeds and evaluates the MNIST digit readers (see the module docstring)."""
 
+    config_class = MnistConfig
+
     def build_model(self, config):
-        keras.utils.set_random_seed(config.seed)
-        model = build_uncompiled(config)
-        model.compile(optimizer=make_optimizer(config), loss=make_loss(config),
+        keras.utils.set_random_seed(config.training.seed)
+        model = build_uncompiled(config.model)
+        model.compile(optimizer=make_optimizer(config), loss=make_loss(config.loss),
                       metrics=["sparse_categorical_accuracy"])
         return model
 
     def datasets(self, config, data_dir):
+        data = config.data
         train, test = mnist_data.make_datasets(
-            data_dir, batch_size=config.batch_size, augment_shift=config.augment_shift,
-            shuffle_seed=config.seed, shuffle=config.shuffle, train_limit=config.train_limit,
-            test_limit=config.test_limit)
+            data_dir, batch_size=config.training.batch_size, augment_shift=data.augment_shift,
+            shuffle_seed=config.training.seed, shuffle=data.shuffle,
+            train_limit=data.train_limit, test_limit=data.test_limit)
         return train, test
 
     def evaluate(self, model, config, data_dir, model_dir):
         """Accuracy on the test digits; writes `model_dir/confusion_matrix.png`."""
         arrays = mnist_data.load_arrays(data_dir)
         images, labels = arrays["test"]
-        if config.test_limit is not None:
-            images, labels = images[:config.test_limit], labels[:config.test_limit]
+        limit = config.data.test_limit
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
         x = images[..., None].astype(np.float32) / 255.0  # (N, 28, 28, 1)
         probs = model.predict(x, batch_size=500, verbose=0)  # (N, 10)
         predicted = np.argmax(probs, axis=-1)

@@ -1,7 +1,7 @@
-"""RetinaNet heads for the face detector, and the full detector network (backbone + FPN + heads).
+"""RetinaNet heads for the face detector.
 
 Heads (seed section 3.5.2; RetinaNet has 4 hidden convolutions in each head, the seed 3 and 2),
-shared across the pyramid levels P3-P6 (the same layer objects are applied to every level):
+shared across the pyramid levels (the same layer objects are applied to every level):
     classification: `num_cls_convs` x [Conv3x3(head_filters) + ReLU], then Conv3x3(A) -> one face
                     logit per anchor (the RetinaNet sigmoid form for K = 1 class; the seed's K + 1
                     softmax outputs would only add a redundant background output)
@@ -20,15 +20,15 @@ import math
 import keras
 
 import handgrad.layers
-from handgrad.zoo import fpn, resnet
 
 
-def detection_heads(features, num_anchors, head_filters=256, num_cls_convs=3, num_box_convs=2,
-                    prior_probability=0.01, layers=None):
+def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_convs=3,
+                    num_box_convs=2, prior_probability=0.01, layers=None):
     """Applies the shared class and box heads to every pyramid level.
 
     Args:
-        features: [P3, ..., P6] symbolic tensors `(B, H_k, W_k, C)`.
+        features: [P_k for k in levels] symbolic tensors `(B, H_k, W_k, C)`.
+        levels: the pyramid levels k (`Anchors.levels`), for the layer names.
         num_anchors: anchors per cell A (sizes per level x aspect ratios).
         head_filters, num_cls_convs, num_box_convs: the hidden convolutions.
         prior_probability: pi of the class output bias.
@@ -57,7 +57,7 @@ def detection_heads(features, num_anchors, head_filters=256, num_cls_convs=3, nu
                             name="box_head_deltas")
 
     cls_levels, box_levels = [], []
-    for k, feature in enumerate(features):
+    for k, feature in zip(levels, features, strict=True):
         c = b = feature
         for conv in cls_tower:
             c = conv(c)
@@ -65,37 +65,9 @@ def detection_heads(features, num_anchors, head_filters=256, num_cls_convs=3, nu
             b = conv(b)
         c = cls_out(c)  # (B, H_k, W_k, A)
         b = box_out(b)  # (B, H_k, W_k, 4 A)
-        cls_levels.append(keras.layers.Reshape((-1, 1), name=f"cls_flat_p{k + 3}")(c))
-        box_levels.append(keras.layers.Reshape((-1, 4), name=f"box_flat_p{k + 3}")(b))
+        cls_levels.append(keras.layers.Reshape((-1, 1), name=f"cls_flat_p{k}")(c))
+        box_levels.append(keras.layers.Reshape((-1, 4), name=f"box_flat_p{k}")(b))
     # (B, H_k*W_k*A, 1) and (B, H_k*W_k*A, 4) per level -> (B, A_total, 1), (B, A_total, 4)
     cls_logits = keras.layers.Concatenate(axis=1, name="cls_logits")(cls_levels)
     box_deltas = keras.layers.Concatenate(axis=1, name="box_deltas")(box_levels)
     return cls_logits, box_deltas
-
-
-def detector_network(backbone_depth=50, base_filters=64, fpn_filters=256, head_filters=256,
-                     num_cls_convs=3, num_box_convs=2, num_anchors=3, prior_probability=0.01,
-                     input_shape=(None, None, 3), freeze_backbone_bn=False, bn_momentum=0.99,
-                     layers=None, name="face_retinanet"):
-    """Images in [0, 1] -> {"cls_logits": (B, A_total, 1), "box_deltas": (B, A_total, 4)}.
-
-    ImageNet preprocessing (`resnet.ImageNetPreprocess`), ResNet backbone (nested model named
-    f"resnet{depth}"), FPN P3-P6, shared heads. `layers=keras.layers` builds the stock twin.
-    `freeze_backbone_bn` makes the backbone's batch norms use their running statistics
-    (RetinaNet's practice with ImageNet weights and small batches); `bn_momentum` is their
-    running-statistics momentum.
-    """
-    layers = handgrad.layers if layers is None else layers
-    images = keras.Input(shape=input_shape, name="images")
-    x = resnet.ImageNetPreprocess(name="imagenet_preprocess")(images)
-    backbone = resnet.resnet_backbone(backbone_depth, input_shape=input_shape, layers=layers,
-                                      base_filters=base_filters, bn_momentum=bn_momentum)
-    if freeze_backbone_bn:
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
-    c3, c4, c5 = backbone(x)
-    features = fpn.feature_pyramid(c3, c4, c5, fpn_filters, layers=layers)
-    cls_logits, box_deltas = detection_heads(features, num_anchors, head_filters, num_cls_convs,
-                                             num_box_convs, prior_probability, layers=layers)
-    return keras.Model(images, {"cls_logits": cls_logits, "box_deltas": box_deltas}, name=name)

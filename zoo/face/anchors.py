@@ -1,4 +1,6 @@
-"""Anchor boxes for the face detector's feature pyramid P3-P6 (seed section 3.5.2).
+"""Anchor boxes for the face detector's feature pyramid (seed section 3.5.2: P3-P6), and `Anchors`,
+the one object that owns the anchor sizes, the strides (= the pyramid levels), the level ids and
+the target encoding.
 
 Boxes are `[ymin, xmin, ymax, xmax]` in pixels of the model input (TF Model Garden convention),
 everywhere in this file.
@@ -27,6 +29,8 @@ import math
 
 import numpy as np
 import tensorflow as tf
+
+from handgrad.zoo.face import boxes as box_ops
 
 DEFAULT_STRIDES = (8, 16, 32, 64)
 
@@ -127,3 +131,66 @@ def level_ids(image_size, sizes_per_level, aspect_ratios, strides=DEFAULT_STRIDE
     """Pyramid level index (0 = P3) of every anchor: `(A_total,)` int32, for eq. 61 per level."""
     counts = anchors_per_level(image_size, sizes_per_level, aspect_ratios, strides)
     return tf.repeat(tf.range(len(strides), dtype=tf.int32), tf.stack(counts))  # (A_total,)
+
+
+class Anchors:
+    """The detector's anchors: sizes, strides, counts, level ids and target encoding in one place.
+
+    Built from an `AnchorConfig` (`Anchors(**dataclasses.asdict(config.anchors))`). The pyramid,
+    the heads, the loss, the post-processing and the input pipeline all read the levels from
+    here: stride 2^k is pyramid level P_k, so `strides=(4, 8, 16, 32, 64)` adds a P2 level.
+
+    Args:
+        min_size, max_size, scales_per_level: anchor sizes (`anchor_sizes`), px.
+        aspect_ratios: height / width ratios shared by every level.
+        strides: one per pyramid level, powers of two, increasing by 2x (8, 16, 32, 64).
+        variances: of the box encoding (`boxes.encode_boxes`).
+        positive_iou, negative_iou: matching thresholds (`boxes.match_anchors`).
+    """
+
+    def __init__(self, min_size=14.0, max_size=220.0, scales_per_level=3, aspect_ratios=(1.0,),
+                 strides=DEFAULT_STRIDES, variances=box_ops.DEFAULT_VARIANCES, positive_iou=0.5,
+                 negative_iou=0.4):
+        strides = tuple(int(s) for s in strides)
+        levels = [int(round(math.log2(s))) for s in strides]
+        if (not strides or any(2**k != s for k, s in zip(levels, strides, strict=True))
+                or any(b != a + 1 for a, b in zip(levels, levels[1:]))):
+            raise ValueError(f"strides must be consecutive powers of two, e.g. (8, 16, 32, 64). "
+                             f"Received: strides={strides}")
+        if not negative_iou <= positive_iou:
+            raise ValueError(f"Expected negative_iou <= positive_iou. Received: "
+                             f"negative_iou={negative_iou}, positive_iou={positive_iou}")
+        self.strides = strides
+        self.levels = tuple(levels)  # pyramid levels k of P_k, e.g. (3, 4, 5, 6)
+        self.sizes_per_level = anchor_sizes(min_size, max_size, len(strides), scales_per_level)
+        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+        self.variances = tuple(float(v) for v in variances)
+        self.positive_iou, self.negative_iou = positive_iou, negative_iou
+        self.num_per_cell = scales_per_level * len(self.aspect_ratios)
+
+    def generate(self, image_hw):
+        """`(A, 4)` anchors px for an input of (height, width) (ints or int tensors)."""
+        return generate_anchors(image_hw, self.sizes_per_level, self.aspect_ratios, self.strides)
+
+    def counts(self, image_hw):
+        """Anchors on each level, H_k W_k A."""
+        return anchors_per_level(image_hw, self.sizes_per_level, self.aspect_ratios, self.strides)
+
+    def level_ids(self, image_hw):
+        """`(A,)` int32 level index (0 = the finest level) of every anchor."""
+        return level_ids(image_hw, self.sizes_per_level, self.aspect_ratios, self.strides)
+
+    def encode(self, image, boxes, num_boxes):
+        """Targets of one example, for tf.data (the detection parser's `target_fn`).
+
+        Args: image `(H, W, 3)`; boxes `(M, 4)` px of the model input, padded; num_boxes ().
+        Returns: {"cls_targets": `(A,)` 1 face / 0 background / -1 ignored, "box_targets":
+            `(A, 4)`} (`boxes.encode_targets`), with the anchors of the image's own size.
+        """
+        anchors = self.generate(tf.shape(image)[0:2])
+        return box_ops.encode_targets(boxes, num_boxes, anchors, self.variances,
+                                      self.positive_iou, self.negative_iou)
+
+    def decode(self, deltas, anchors):
+        """Encoded `(..., 4)` deltas -> boxes px (`boxes.decode_boxes`)."""
+        return box_ops.decode_boxes(deltas, anchors, self.variances)

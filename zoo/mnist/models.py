@@ -1,6 +1,7 @@
-"""The seed's digit reader (fig. 10, section 3.5.1) and its named config.
+"""The MNIST models: the seed's digit reader (fig. 10, section 3.5.1) and its MLP (section 3.2).
 
-Architecture (all layers from handgrad.layers, each with its hand-derived backward):
+fig. 10 CNN (`build_mnist_cnn`; all layers from handgrad.layers, each with its hand-derived
+backward):
     input (R, 28, 28, 1)
     3 x [Conv2D(k=5, s=2, "same") -> BatchNormalization -> ReLU]   # 28 -> 14 -> 7 -> 4
     Flatten -> Dense(10) -> Softmax                                  # (R, 4*4*C3) -> (R, 10)
@@ -8,46 +9,20 @@ The convolutions have no bias: BatchNormalization subtracts the per-channel mean
 so a conv bias would be cancelled exactly (its role is taken by BN's beta). Flatten is a reshape
 with no derivative to write, so Keras' own layer is used.
 
-Config `mnist_cnn` (trains in about 10 minutes on a 2-core CPU; see README):
-    handgrad-train --config=mnist_cnn --model_dir=/tmp/mnist_cnn [--data_dir=.../mnist]
-reaches >= 99.4 % on the 10 000 MNIST test digits (the seed: 99.2 % after 4 hours).
-"""
+MLP (`build_mlp`, eq. 3-4 and 8):
+    input (R, 28, 28, 1) -> Flatten (R, 784)
+    -> Dense(h1, f) -> Dense(h2, f) -> Dense(10) -> Softmax       # eq. 3-4 per layer, eq. 54
+All Dense/Softmax layers are handgrad's (backward eq. 15-18, 55).
 
-import dataclasses
+Builders take plain arguments (a `layers` namespace: `handgrad.layers`, or `keras.layers` for the
+stock twin); `MODELS` maps a config's `model.name` to its builder.
+"""
 
 import keras
 
 from handgrad import layers as hg_layers
-from handgrad.zoo.mnist_task import NUM_CLASSES, MnistTrainingConfig
 
-
-@dataclasses.dataclass
-class MnistCnnConfig(MnistTrainingConfig):
-    """`MnistTrainingConfig` plus the fig. 10 model's fields.
-
-    filters: output channels of each conv block. kernel_size, strides: of every convolution.
-    bn_momentum: of the BatchNormalization running statistics (eq. 41-42); runs of a few
-        hundred steps need ~0.9, or the initial running variance of 1 still dominates.
-    stock_layers: build the stock-Keras twin instead (benchmarks).
-    """
-
-    model: str = "handgrad.zoo.mnist_cnn:build_from_config"
-    filters: tuple = (32, 64, 128)
-    kernel_size: int = 5
-    strides: int = 2
-    batch_size: int = 128
-    epochs: int = 10
-    optimizer: str = "adam"
-    learning_rate: float = 3e-3
-    warmup_epochs: float = 0.5
-    augment_shift: int = 2
-    bn_momentum: float = 0.99
-    stock_layers: bool = False
-
-
-def get_config():
-    """The tuned fig. 10 config: `handgrad-train --config=mnist_cnn --model_dir=DIR`."""
-    return MnistCnnConfig()
+NUM_CLASSES = 10
 
 
 def build_mnist_cnn(filters=(32, 64, 128), kernel_size=5, strides=2, num_classes=NUM_CLASSES,
@@ -63,7 +38,7 @@ def build_mnist_cnn(filters=(32, 64, 128), kernel_size=5, strides=2, num_classes
     Returns: `keras.Model` mapping `(R, 28, 28, 1)` images in [0, 1] to `(R, 10)` probabilities.
     """
     if not filters or not all(isinstance(f, int) and f > 0 for f in filters):
-        raise ValueError("zoo/mnist_cnn.py: filters must be a non-empty sequence of positive "
+        raise ValueError("filters must be a non-empty sequence of positive "
                          f"ints. Received: filters={filters!r}")
     inputs = keras.Input((28, 28, 1), name="image")
     x = inputs
@@ -78,8 +53,19 @@ def build_mnist_cnn(filters=(32, 64, 128), kernel_size=5, strides=2, num_classes
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_from_config(config):
-    layers = keras.layers if config.stock_layers else hg_layers
-    return build_mnist_cnn(tuple(config.filters), config.kernel_size, config.strides,
-                           layers=layers, bn_momentum=config.bn_momentum,
-                           name="mnist_cnn_stock" if config.stock_layers else "mnist_cnn")
+def build_mlp(hidden=(512, 512), activation="relu", num_classes=NUM_CLASSES, layers=hg_layers,
+              name="mlp"):
+    """Builds the MLP (uncompiled): `(R, 28, 28, 1)` images -> `(R, 10)` probabilities."""
+    if activation not in ("relu", "sigmoid", "tanh"):
+        raise ValueError("activation must be 'relu', 'sigmoid' or 'tanh'. "
+                         f"Received: activation={activation!r}")
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)  # (R, 784)
+    for i, units in enumerate(hidden):
+        x = layers.Dense(units, activation=activation, name=f"dense{i + 1}")(x)  # (R, units)
+    x = layers.Dense(num_classes, name="logits")(x)  # (R, 10)
+    outputs = layers.Softmax(name="probabilities")(x)  # (R, 10)
+    return keras.Model(inputs, outputs, name=name)
+
+
+MODELS = {"mnist_cnn": build_mnist_cnn, "mlp": build_mlp}

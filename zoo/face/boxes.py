@@ -13,7 +13,7 @@ that the targets have roughly unit scale), for a face box b and its anchor a, bo
 Decoding inverts it; t_h, t_w are clipped at log(1000 / 16) first (torchvision's
 `bbox_xform_clip`) so an untrained network cannot overflow exp().
 
-Matching (issue 5; the seed's eq. 58 rule "IoU > 0.5" plus RetinaNet's ignore band):
+Matching (the seed's eq. 58 rule "IoU > 0.5" plus RetinaNet's ignore band):
     positive (1)  if max_face IoU(anchor, face) >= 0.5
     negative (0)  if max_face IoU < 0.4
     ignored (-1)  otherwise
@@ -24,6 +24,11 @@ IoU. Non-forced positives go to the face of highest IoU.
 """
 
 import tensorflow as tf
+
+from handgrad.pipelines.augment import clip_boxes
+
+__all__ = ["area", "clip_boxes", "decode_boxes", "encode_boxes", "encode_targets", "iou",
+           "match_anchors"]
 
 DEFAULT_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 _BBOX_XFORM_CLIP = 6.907755278982137  # log(1000 / 16)
@@ -73,14 +78,6 @@ def decode_boxes(deltas, anchors, variances=DEFAULT_VARIANCES):
     h = tf.exp(tf.minimum(t[..., 2], _BBOX_XFORM_CLIP)) * ah
     w = tf.exp(tf.minimum(t[..., 3], _BBOX_XFORM_CLIP)) * aw
     return tf.stack([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w], axis=-1)
-
-
-def clip_boxes(boxes, height, width):
-    """Clips `(..., 4)` `[ymin, xmin, ymax, xmax]` boxes to the image `[0, height] x [0, width]`."""
-    boxes = tf.convert_to_tensor(boxes)
-    lo = tf.zeros([4], boxes.dtype)
-    hi = tf.cast(tf.stack([height, width, height, width]), boxes.dtype)
-    return tf.minimum(tf.maximum(boxes, lo), hi)
 
 
 def _force_match(overlaps):

@@ -1,5 +1,5 @@
 """ResNet backbones (He et al. 2016) built from a layers namespace: ResNet18/34 (basic blocks) and
-ResNet50 (bottleneck blocks), returning the stage outputs C3, C4, C5 (strides 8, 16, 32).
+ResNet50 (bottleneck blocks), returning the stage outputs C3, C4, C5 (strides 8, 16, 32), or C2 too.
 
 Every convolution, batch norm, ReLU and max pooling comes from `layers` (default
 `handgrad.layers`, whose backward passes are derived by hand); passing `keras.layers` builds the
@@ -82,8 +82,8 @@ def _basic(x, layers, filters, strides, shortcut, name, momentum):
 
 
 def resnet_backbone(depth=50, input_shape=(None, None, 3), layers=None, base_filters=64,
-                    bn_momentum=0.99, name=None):
-    """ResNet feature extractor returning [C3, C4, C5].
+                    bn_momentum=0.99, name=None, levels=(3, 4, 5)):
+    """ResNet feature extractor returning the stage outputs C_k for k in `levels` (2..5).
 
     Args:
         depth: 18, 34 or 50.
@@ -93,11 +93,14 @@ def resnet_backbone(depth=50, input_shape=(None, None, 3), layers=None, base_fil
         bn_momentum: running-statistics momentum of every batch norm (Keras' 0.99; a short
             run from scratch wants less, e.g. 0.9, so that inference statistics catch up).
         name: model name (default f"resnet{depth}").
+        levels: the stages to output, C_k of stride 2^k (default C3, C4, C5).
     Returns: a functional `keras.Model`, input `(B, H, W, 3)` normalised images, outputs
-        [C3 `(B, H/8, W/8, c3)`, C4 `(B, H/16, W/16, c4)`, C5 `(B, H/32, W/32, c5)`].
+        [C_k `(B, H/2^k, W/2^k, c_k)` for k in levels], e.g. [C3, C4, C5].
     """
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {sorted(DEPTHS)}. Received: depth={depth}")
+    if not levels or not set(levels) <= {2, 3, 4, 5}:
+        raise ValueError(f"levels must be a non-empty subset of 2..5. Received: levels={levels}")
     layers = handgrad.layers if layers is None else layers
     kind, repeats = DEPTHS[depth]
     block = _bottleneck if kind == "bottleneck" else _basic
@@ -123,6 +126,6 @@ def resnet_backbone(depth=50, input_shape=(None, None, 3), layers=None, base_fil
             x = block(x, layers, filters, strides, shortcut, f"conv{stage + 2}_block{b + 1}",
                       bn_momentum)
             channels = filters * expansion
-        if stage > 0:
-            outputs.append(x)  # C3, C4, C5
+        if stage + 2 in levels:
+            outputs.append(x)  # C_{stage + 2}
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

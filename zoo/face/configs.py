@@ -1,0 +1,200 @@
+"""Configs of the face detector (task "face"): nested sections, handed to their builders whole.
+
+    handgrad-train --config=face_small_synthetic --model_dir=/tmp/face_small
+    handgrad-train --config=face_resnet50_wider --model_dir=/tmp/face_r50 --data_dir=WIDER_ROOT
+    handgrad-train ... --set=anchors.min_size=10 --set=training.batch_size=4
+    handgrad-eval  --model_dir=...      (WIDER FACE AP easy / medium / hard + PR-curve PNG)
+
+A `FaceConfig` has six sections, each read by one part of the code:
+    model        -> `retinanet.FaceDetector` / `backbones.build_backbone`, pyramid, heads
+    anchors      -> `anchors.Anchors` (sizes, strides = pyramid levels, matching, encoding)
+    loss         -> `losses.detection.detection_loss` (eq. 59-61)
+    postprocess  -> `postprocess.postprocess` (top-k, decode, NMS)
+    data         -> `data.datasets` (source, sizes, augmentation, evaluation size)
+    training     -> the optimizer and `handgrad-train`'s loop (batch, epochs, schedule, seed)
+
+`face_resnet50_wider` is the seed's recipe (section 3.5.2): ResNet50 (ImageNet weights), FPN
+P3-P6, anchors 14^2 .. 220^2 px, mini-batch 3, 350 000 iterations, learning rate 0.005 divided
+by 10 at 200 000, sizes 512/576/640 drawn per batch, horizontal flips. The seed does not name its
+optimizer; SGD with momentum 0.9 and weight decay 1e-4 is RetinaNet's, which the rest of the
+recipe follows, so that is the choice here. With ImageNet weights and 3 images per batch the
+backbone's batch norms are frozen (their batch statistics would be too noisy), as in RetinaNet.
+
+`face_small_synthetic` is CPU-sized: a narrow ResNet18 trained from scratch on the synthetic
+WIDER-format set (`pipelines.synthetic_faces`, generated into `data_dir` when absent, no
+download). Target: AP >= 0.90 / 0.85 / 0.60 (easy / medium / hard) on the synthetic validation
+split after <= 30 min of CPU training; measure with `handgrad-eval`.
+
+Configs saved by handgrad 0.1 were flat (47 fields, e.g. `min_anchor_size`); `from_flat` maps
+them onto the sections (`LEGACY_NAMES`), so old `config.json` and `.keras` files still load.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network. backbone: "resnet18" / "resnet34" / "resnet50"; backbone_width: channels of
+    its first stage (64 in the paper). fpn_filters, head_filters: channels of the pyramid and of
+    the hidden head convolutions; num_cls_convs, num_box_convs: hidden head convolutions (seed:
+    3 and 2). prior_probability: pi of the class-output bias. freeze_backbone_bn: run the
+    backbone's batch norms on running statistics; bn_momentum: their momentum. imagenet_weights:
+    None, "imagenet" (downloads) or a path to a keras.applications ResNet50 .h5 / .keras file."""
+
+    backbone: str = "resnet50"
+    backbone_width: int = 64
+    fpn_filters: int = 256
+    head_filters: int = 256
+    num_cls_convs: int = 3
+    num_box_convs: int = 2
+    prior_probability: float = 0.01
+    freeze_backbone_bn: bool = False
+    bn_momentum: float = 0.99
+    imagenet_weights: str | None = None
+
+
+@dataclasses.dataclass
+class AnchorConfig:
+    """Anchors (see `anchors.Anchors`): sizes min_size .. max_size px spread geometrically over
+    the levels, scales_per_level per level, aspect_ratios (height / width); strides: one pyramid
+    level each (8 = P3 ... 64 = P6); variances of the box encoding; matching thresholds
+    positive_iou / negative_iou, plus forced matching of every face to its best anchor."""
+
+    min_size: float = 14.0
+    max_size: float = 220.0
+    scales_per_level: int = 3
+    aspect_ratios: tuple = (1.0,)
+    strides: tuple = (8, 16, 32, 64)
+    variances: tuple = (0.1, 0.1, 0.2, 0.2)
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Eq. 59-61: focal loss (alpha, gamma), smooth L1 (delta) weighted by box_weight;
+    normalization "positives" (RetinaNet) or "per_level" (the seed's eq. 61)."""
+
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    smooth_l1_delta: float = 1.0
+    box_weight: float = 1.0
+    normalization: str = "positives"
+
+
+@dataclasses.dataclass
+class PostprocessConfig:
+    """In-graph post-processing: score threshold, NMS IoU, top-k per level, detections kept."""
+
+    score_threshold: float = 0.05
+    nms_iou_threshold: float = 0.4
+    pre_nms_top_k: int = 1000
+    max_detections: int = 750
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Input. dataset: "synthetic" or "wider"; image_sizes: one drawn per training batch;
+    eval_size: evaluation side; flip: random horizontal flips; max_boxes: faces kept per image;
+    num_train / num_val / data_seed: the synthetic set; val_limit: images used by evaluation."""
+
+    dataset: str = "synthetic"
+    image_sizes: tuple = (512, 576, 640)
+    eval_size: int = 640
+    flip: bool = True
+    max_boxes: int = 1000
+    num_train: int = 1000
+    num_val: int = 200
+    data_seed: int = 0
+    val_limit: int | None = None
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Optimisation. batch_size; epochs x steps_per_epoch iterations; optimizer "sgd" (momentum
+    0.9) or "adam"; learning_rate, multiplied by lr_decay at each of lr_boundaries (iterations);
+    weight_decay; clipnorm (global); validate_every_epoch: loss on the val split; seed."""
+
+    batch_size: int = 3
+    epochs: int = 70
+    steps_per_epoch: int | None = 5000
+    optimizer: str = "sgd"
+    learning_rate: float = 0.005
+    lr_boundaries: tuple = (200_000,)
+    lr_decay: float = 0.1
+    weight_decay: float = 1e-4
+    clipnorm: float | None = None
+    validate_every_epoch: bool = False
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class FaceConfig:
+    """A face-detector run: the six sections of the module docstring."""
+
+    task: str = "face"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    anchors: AnchorConfig = dataclasses.field(default_factory=AnchorConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = dataclasses.field(default_factory=PostprocessConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+
+# handgrad 0.1 flat field -> (section, field) where the name changed; every other flat field
+# kept its name inside exactly one section.
+LEGACY_NAMES = {
+    "base_filters": ("model", "backbone_width"),
+    "min_anchor_size": ("anchors", "min_size"),
+    "max_anchor_size": ("anchors", "max_size"),
+    "box_loss_weight": ("loss", "box_weight"),
+    "loss_normalization": ("loss", "normalization"),
+}
+
+
+def from_flat(flat):
+    """Nested section dicts from a handgrad 0.1 flat config dict (unknown keys are ignored).
+
+    `backbone_depth=18` becomes `model.backbone="resnet18"`.
+    """
+    sections = {f.name: {g.name for g in dataclasses.fields(f.default_factory)}
+                for f in dataclasses.fields(FaceConfig) if f.name != "task"}
+    nested = {name: {} for name in sections}
+    for key, value in flat.items():
+        if key == "backbone_depth":
+            nested["model"]["backbone"] = f"resnet{int(value)}"
+        elif key in LEGACY_NAMES:
+            section, field = LEGACY_NAMES[key]
+            nested[section][field] = value
+        else:
+            for section, fields in sections.items():
+                if key in fields:
+                    nested[section][key] = value
+    return nested
+
+
+def is_flat(saved):
+    """Whether a saved config dict is a handgrad 0.1 flat one."""
+    return "backbone_depth" in saved or "min_anchor_size" in saved
+
+
+def face_resnet50_wider():
+    """The seed's recipe on WIDER FACE (350 000 iterations of batch 3; GPU-sized)."""
+    return FaceConfig(
+        model=ModelConfig(backbone="resnet50", imagenet_weights="imagenet",
+                          freeze_backbone_bn=True),
+        data=DataConfig(dataset="wider", image_sizes=(512, 576, 640), eval_size=640),
+        training=TrainingConfig(batch_size=3, epochs=70, steps_per_epoch=5000, optimizer="sgd",
+                                learning_rate=0.005, lr_boundaries=(200_000,)))
+
+
+def face_small_synthetic():
+    """Narrow ResNet18 from scratch on the synthetic WIDER-format set (CPU, <= 30 min)."""
+    return FaceConfig(
+        model=ModelConfig(backbone="resnet18", backbone_width=32, fpn_filters=64,
+                          head_filters=64, bn_momentum=0.9),
+        data=DataConfig(dataset="synthetic", image_sizes=(256, 320, 384), eval_size=384,
+                        num_train=1000, num_val=200, max_boxes=100),
+        training=TrainingConfig(batch_size=8, epochs=12, steps_per_epoch=100, optimizer="adam",
+                                learning_rate=1e-3, lr_boundaries=(900,), weight_decay=0.0,
+                                clipnorm=10.0))

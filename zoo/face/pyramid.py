@@ -1,0 +1,58 @@
+"""Feature pyramid (Lin et al. 2016, as adapted by the seed, section 3.5.2: P3-P6).
+
+Built in the functional graph from a layers namespace (default `handgrad.layers`), for the
+levels the anchors ask for (`Anchors.levels`, default 3..6):
+    L_k = Conv1x1(C_k)                          lateral connections, backbone levels k <= 5
+    P5' = L_5
+    P_k' = L_k + Up2(P_{k+1}')                   top-down path; Up2 is nearest-neighbour
+                                                up-sampling (the seed's "k-NN"; FPN itself
+                                                uses nearest too, RetinaNet bilinear)
+    P_k = Conv3x3(P_k')                         anti-aliasing convolutions
+    P6  = Conv3x3, stride 2 (C5)                RetinaNet's extra level (from C5)
+    P7  = Conv3x3, stride 2 (ReLU(P6))          (RetinaNet; only when the anchors ask for it)
+All outputs have `filters` channels. The seed stops at P6 (RetinaNet goes on to P7), which keeps
+the small strides where small faces live; a P2 level (stride 4) takes C2 as its lateral. Input
+sides must be multiples of 32 so that every Up2(P_{k+1}') has the size of L_k.
+"""
+
+import keras
+
+import handgrad.layers
+
+
+def backbone_levels(levels):
+    """The backbone feature maps C_k the pyramid needs for `levels`: min(levels) .. 5."""
+    return tuple(range(min(levels), 6))
+
+
+def feature_pyramid(features, levels=(3, 4, 5, 6), filters=256, layers=None, name="fpn"):
+    """Builds P_k for k in `levels` from the backbone outputs (symbolic Keras tensors).
+
+    Args:
+        features: [C_k for k in backbone_levels(levels)], C_k `(B, H/2^k, W/2^k, *)`.
+        levels: consecutive pyramid levels, e.g. (3, 4, 5, 6); the top one >= 5.
+        filters: channels of every pyramid level.
+        layers: the layers namespace (default `handgrad.layers`; `keras.layers` for the twin).
+        name: prefix of the layer names.
+    Returns: [P_k `(B, H/2^k, W/2^k, filters)` for k in levels].
+    """
+    layers = handgrad.layers if layers is None else layers
+    if max(levels) < 5 or min(levels) < 2:
+        raise ValueError(f"levels must lie in 2..7 and reach 5. Received: levels={levels}")
+    c = dict(zip(backbone_levels(levels), features, strict=True))
+    inner = [k for k in levels if k <= 5]  # levels with a lateral connection
+    lateral = {k: layers.Conv2D(filters, 1, name=f"{name}_lateral_c{k}")(c[k]) for k in inner}
+    top_down = {5: lateral[5]}  # P5'
+    for k in reversed(inner[:-1]):
+        up = layers.UpSampling2D(2, interpolation="nearest",
+                                 name=f"{name}_upsample_p{k + 1}")(top_down[k + 1])
+        top_down[k] = keras.layers.Add(name=f"{name}_merge_p{k}")([lateral[k], up])
+    outputs = [layers.Conv2D(filters, 3, padding="same", name=f"{name}_output_p{k}")(top_down[k])
+               for k in inner]
+    x = c[5]
+    for k in (k for k in levels if k > 5):
+        if k > 6:
+            x = layers.ReLU(name=f"{name}_relu_p{k - 1}")(x)
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", name=f"{name}_output_p{k}")(x)
+        outputs.append(x)
+    return outputs

@@ -1,0 +1,1 @@
+"""The MNIST digit readers: models, configs, task."""

@@ -1,0 +1,146 @@
+"""Named configs and tasks, and dotted `--set` overrides of a config's sections.
+
+    get_config("face_small_synthetic")            -> a fresh `FaceConfig`
+    apply_overrides(config, {"anchors.min_size": "10", "training.epochs": 2})
+    get_task(config)                              -> the task object (model, data, evaluation)
+
+Each config name maps to a `module:function` returning a fresh config (a dataclass with nested
+section dataclasses and a `task` field); each task name to the class that builds, feeds and
+evaluates its models. Modules are imported only when asked for.
+"""
+
+import dataclasses
+import importlib
+import typing
+
+CONFIGS = {
+    "mnist_cnn": "handgrad.zoo.mnist.configs:mnist_cnn",
+    "mlp": "handgrad.zoo.mnist.configs:mlp",
+    "face_small_synthetic": "handgrad.zoo.face.configs:face_small_synthetic",
+    "face_resnet50_wider": "handgrad.zoo.face.configs:face_resnet50_wider",
+}
+
+TASKS = {
+    "mnist": "handgrad.zoo.mnist.task:MnistTask",
+    "face": "handgrad.zoo.face.task:FaceTask",
+}
+
+# The configs module of each task: its `from_flat` / `is_flat` read handgrad 0.1 configs.
+CONFIG_MODULES = {"mnist": "handgrad.zoo.mnist.configs", "face": "handgrad.zoo.face.configs"}
+
+
+def _load(spec):
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_config(name):
+    """Returns a fresh config for `name`; raises ValueError listing the known names."""
+    if name not in CONFIGS:
+        raise ValueError(f"Unknown config {name!r}. Known configs: {', '.join(sorted(CONFIGS))}")
+    return _load(CONFIGS[name])()
+
+
+def get_task(config):
+    """Returns the task object (model, data, evaluation) for a config."""
+    if config.task not in TASKS:
+        raise ValueError(f"Unknown task {config.task!r}. Known tasks: {', '.join(sorted(TASKS))}")
+    return _load(TASKS[config.task])()
+
+
+def _coerce(value, default, field_type, name):
+    """Converts a command-line string to the type of a config field."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    if value.lower() == "none":
+        return None
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} expects true/false. Received: {value!r}")
+        return value.lower() in ("true", "1")
+    try:
+        if isinstance(default, tuple | list) or "tuple" in str(field_type):
+            return tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v)
+                         for v in value.split(","))
+        if isinstance(default, int) or "int" in str(field_type):
+            return int(value)
+        if isinstance(default, float) or "float" in str(field_type):
+            return float(value)
+    except ValueError:
+        raise ValueError(f"{name} expects a value like {default!r}. Received: {value!r}") from None
+    return value
+
+
+def _fields(section):
+    return {f.name: f for f in dataclasses.fields(section)}
+
+
+def _replace(section, path, value, full_name):
+    """`section` with the field at the dotted `path` replaced (string values converted)."""
+    name, _, rest = path.partition(".")
+    fields = _fields(section)
+    if name not in fields:
+        known = ", ".join(sorted(_dotted_names(section)))
+        raise ValueError(f"config {type(section).__name__} has no field {full_name!r}. "
+                         f"Known fields: {known}")
+    current = getattr(section, name)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"{full_name!r}: {name!r} is a value, not a section.")
+        return dataclasses.replace(section, **{name: _replace(current, rest, value, full_name)})
+    if dataclasses.is_dataclass(current):
+        raise ValueError(f"{full_name!r} is a section; set one of its fields, e.g. "
+                         f"{full_name}.{next(iter(_fields(current)))}=...")
+    hints = typing.get_type_hints(type(section))
+    return dataclasses.replace(section, **{name: _coerce(value, current, hints.get(name),
+                                                         full_name)})
+
+
+def _dotted_names(config, prefix=""):
+    for name in _fields(config):
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):
+            yield from _dotted_names(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def apply_overrides(config, overrides, keep_none=False):
+    """A copy of `config` with the dotted fields of `overrides` replaced.
+
+    Args:
+        config: a config dataclass with section dataclasses.
+        overrides: {"section.field": value}; string values (from the command line) are
+            converted to the field's type. An unknown name raises ValueError listing the known
+            dotted names.
+        keep_none: set None values too (default: a None value means "not given", as an unset
+            command-line flag).
+    """
+    for name, value in overrides.items():
+        if value is not None or keep_none:
+            config = _replace(config, name, value, name)
+    return config
+
+
+def resolve_config(config, overrides=None):
+    """A config object from a name or a config, with `overrides` applied."""
+    if isinstance(config, str):
+        config = get_config(config)
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"config must be a config name or a dataclass. "
+                        f"Received: {type(config).__name__}")
+    return apply_overrides(config, overrides or {})
+
+
+def from_saved(name, saved):
+    """The config named `name` with the values of a saved dict: nested sections, or a handgrad
+    0.1 flat dict (converted by its task's configs module)."""
+    config = get_config(name)
+    module = importlib.import_module(CONFIG_MODULES[config.task])
+    if module.is_flat(saved):
+        sections = module.from_flat(saved)
+    else:
+        sections = {k: v for k, v in saved.items() if isinstance(v, dict)}
+    overrides = {f"{section}.{field}": tuple(value) if isinstance(value, list) else value
+                 for section, fields in sections.items() for field, value in fields.items()}
+    return apply_overrides(config, overrides, keep_none=True)
