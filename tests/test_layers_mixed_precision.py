@@ -5,8 +5,12 @@ Reference: the same layer in float32 with the same weights. Tolerance: float16 k
 significant bits (relative rounding 2^-11 ~ 5e-4 per op); after a few ops and sums over <= 100
 terms, 2e-2 relative to the largest gradient entry bounds the error with margin, while a wrong
 formula (a missing term, a wrong factor) is off by O(1).
+Weights come from a fixed seed: where a ReLU follows a sum (conv_k1_relu, sep_batch1_k5_valid_relu),
+float16 rounding can move a pre-activation across 0 and flip its derivative, which no tolerance
+covers; about 1 draw in 70 has such an entry (conv_k1_relu failed for 6 of 400 seeds).
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,6 +30,7 @@ def _grads(layer, x, dout, training):
 
 @pytest.mark.parametrize("case", FP16_CASES, ids=lambda c: c.name)
 def test_float16_matches_float32_reference(case):
+    keras.utils.set_random_seed(0)
     layer32 = case.make()
     layer32.build(case.shape)
     layer16 = type(layer32).from_config({**layer32.get_config(), "dtype": "mixed_float16"})
