@@ -61,7 +61,8 @@ FULL_RANGE_TOP_DOWN = ((96, 48, 2), (64, 32, 2), (48, 24, 1))
 class ChannelPad(keras.layers.Layer):
     """Appends `extra` zero channels (TFLite PAD [[0, 0], [0, 0], [0, 0], [0, extra]]).
 
-    Its gradient is the slice dy[..., :C] (the adjoint of zero-padding), left to TF's autodiff.
+    Its gradient is the slice dy[..., :C] (the adjoint of zero-padding), left to TF's autodiff
+    of the concatenation.
     Input shape: `(batch, H, W, C)`. Output shape: `(batch, H, W, C + extra)`.
     """
 
@@ -72,7 +73,11 @@ class ChannelPad(keras.layers.Layer):
         self.extra = extra
 
     def call(self, inputs):
-        return tf.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, self.extra]])
+        # Concatenated zeros, not tf.pad: in a tf.function, TF 2.21's oneDNN remapper fuses
+        # Conv2D + BiasAdd + Add into _FusedConv2D, which segfaults when the addend is a Pad
+        # output (reproduced with conv2d(x, 1x1) + bias + tf.pad(x)).
+        shape = tf.concat([tf.shape(inputs)[:-1], [self.extra]], axis=0)
+        return tf.concat([inputs, tf.zeros(shape, inputs.dtype)], axis=-1)
 
     def compute_output_shape(self, input_shape):
         c = input_shape[-1]
