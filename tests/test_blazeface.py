@@ -6,9 +6,9 @@ Tolerance of the raw outputs: both sides compute in float32 with the same weight
 float16 constants widened exactly to float32, which the interpreter's DEQUANTIZE ops also do), so
 they differ only by float32 rounding in a different summation order (oneDNN / TF kernels vs
 TFLite's), accumulated over ~50 layers. Measured max |diff| / max |LiteRT output| on these three
-photos: <= 6.6e-7 (short range), <= 9.0e-7 (full range) against TFLite's builtin kernels, the
-same against XNNPACK (<= 8.6e-7 / 9.0e-7) and in a tf.function. The bound is 1e-5 of each output's largest magnitude
-(an element-wise relative bound is meaningless for outputs near zero).
+photos: <= 6.6e-7 (short range), <= 9.0e-7 (full range) against TFLite's builtin kernels, eager
+or in a tf.function, and the same against XNNPACK (<= 8.6e-7 / 9.0e-7). The bound is 1e-5 of
+each output's largest magnitude (an element-wise relative bound is meaningless near zero).
 Gradients: handgrad vs the Keras twin differ by <= 1.5e-6 (short) / 4.0e-6 (full) of each
 gradient's largest magnitude (the backward kernels sum in other orders); the bound is 3e-5.
 """
