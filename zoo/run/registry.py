@@ -75,19 +75,20 @@ def _fields(section):
     return {f.name: f for f in dataclasses.fields(section)}
 
 
-def _replace(section, path, value, full_name):
+def _replace(section, path, value, full_name, prefix=""):
     """`section` with the field at the dotted `path` replaced (string values converted)."""
     name, _, rest = path.partition(".")
     fields = _fields(section)
     if name not in fields:
-        known = ", ".join(sorted(_dotted_names(section)))
+        known = ", ".join(sorted(_dotted_names(section, prefix)))
         raise ValueError(f"config {type(section).__name__} has no field {full_name!r}. "
                          f"Known fields: {known}")
     current = getattr(section, name)
     if rest:
         if not dataclasses.is_dataclass(current):
             raise ValueError(f"{full_name!r}: {name!r} is a value, not a section.")
-        return dataclasses.replace(section, **{name: _replace(current, rest, value, full_name)})
+        return dataclasses.replace(section, **{name: _replace(current, rest, value, full_name,
+                                                              f"{prefix}{name}.")})
     if dataclasses.is_dataclass(current):
         raise ValueError(f"{full_name!r} is a section; set one of its fields, e.g. "
                          f"{full_name}.{next(iter(_fields(current)))}=...")
