@@ -177,3 +177,40 @@ class ResizeFlipPolicy:
         boxes (N, 4) px of the output, scale [sy, sx])."""
         size, do_flip = params
         return resize_and_pad(image, boxes, size, flip=do_flip)
+
+
+class OriginalSizePolicy:
+    """Evaluation at original resolution: the image is never resized, only padded with zeros at
+    the bottom and right to the next multiples of `multiple` (the detector's largest stride), so
+    `scale` is 1 and boxes come back in original pixels unchanged. Sizes differ between images:
+    batch 1 (or images of one size).
+
+    Args:
+        multiple: the side multiple the detector needs (`FaceDetector.input_multiple`).
+    """
+
+    def __init__(self, multiple=64):
+        if int(multiple) < 1:
+            raise ValueError(f"multiple must be >= 1. Received: multiple={multiple}")
+        self.multiple = int(multiple)
+
+    def random_params(self, batch_size, seed=None):
+        raise NotImplementedError("OriginalSizePolicy is an evaluation policy: training=False.")
+
+    def eval_params(self):
+        """An endless dataset of the (unused) evaluation parameter."""
+        return tf.data.Dataset.from_tensors(tf.constant(0, tf.int32)).repeat()
+
+    def __call__(self, image, boxes, params):
+        """image uint8 (H, W, 3), boxes (N, 4) px -> (image (H', W', 3) in [0, 1] with H', W'
+        the multiples of `multiple` >= H, W; boxes unchanged; scale [1, 1])."""
+        del params
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        shape = tf.shape(image)
+        m = self.multiple
+        padded_h = (shape[0] + m - 1) // m * m
+        padded_w = (shape[1] + m - 1) // m * m
+        image = tf.image.pad_to_bounding_box(image, 0, 0, padded_h, padded_w)
+        boxes = clip_boxes(tf.convert_to_tensor(boxes, tf.float32), shape[0], shape[1])
+        return image, boxes, tf.ones([2], tf.float32)

@@ -34,10 +34,13 @@ import dataclasses
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The network. backbone: "resnet18" / "resnet34" / "resnet50"; backbone_width: channels of
-    its first stage (64 in the paper). fpn_filters, head_filters: channels of the pyramid and of
-    the hidden head convolutions; num_cls_convs, num_box_convs: hidden head convolutions (seed:
-    3 and 2). prior_probability: pi of the class-output bias. freeze_backbone_bn: run the
+    """The network. backbone: "resnet18" / "resnet34" / "resnet50" / "mobilenet_v1";
+    backbone_width: channels of its first stage (ResNet: 64 in the paper; MobileNetV1: of conv1,
+    32 x the width multiplier, 8 for MobileNetV1-0.25). fpn_filters, head_filters: channels of the
+    pyramid and of the hidden head convolutions; num_cls_convs, num_box_convs: hidden head
+    convolutions (seed: 3 and 2); separable_convs: the pyramid's and heads' 3x3 convolutions
+    depthwise-separable (the mobile detector). prior_probability: pi of the class-output bias.
+    freeze_backbone_bn: run the
     backbone's batch norms on running statistics; bn_momentum: their momentum. imagenet_weights:
     None, "imagenet" (downloads) or a path to a keras.applications ResNet50 .h5 / .keras file."""
 
@@ -47,6 +50,7 @@ class ModelConfig:
     head_filters: int = 256
     num_cls_convs: int = 3
     num_box_convs: int = 2
+    separable_convs: bool = False
     prior_probability: float = 0.01
     freeze_backbone_bn: bool = False
     bn_momentum: float = 0.99
@@ -94,9 +98,21 @@ class PostprocessConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """Input. dataset: "synthetic" or "wider"; image_sizes: one drawn per training batch;
-    eval_size: evaluation side; flip: random horizontal flips; max_boxes: faces kept per image;
-    num_train / num_val / data_seed: the synthetic set; val_limit: images used by evaluation."""
+    """Input. dataset: "synthetic", "wider" or "wider_geometry"; image_sizes: one drawn per
+    training batch; flip: random horizontal flips; max_boxes: faces kept per image;
+    num_train / num_val / data_seed: the synthetic set (data_seed also seeds WIDER-geometry);
+    val_limit: images used by evaluation.
+
+    augment: the training policy, "seed" (keep-aspect resize to image_sizes + flip,
+    `augment.ResizeFlipPolicy`) or "crop_photometric" (random square crops of crop_min ..
+    crop_max of the short side, photometric distortion, resize to image_sizes, flip).
+    eval_mode: "original" (each image at its own size, padded to a multiple of the largest
+    stride, never resized; batch 1) or "resize" (keep-aspect resize to eval_size, padded square);
+    eval_scales: test-time scale factors of the original image (detections of all scales, and of
+    their mirror images with eval_flip, merged by NMS); ignored by "resize".
+    geometry_source: the folder of the real `wider_face_val.mat` + `wider_*_val.mat` that
+    "wider_geometry" takes its layouts from; train_renders / max_layouts: renders per train
+    layout and layouts per split (None: all) of that set (`pipelines.wider_geometry`)."""
 
     dataset: str = "synthetic"
     image_sizes: tuple = (512, 576, 640)
@@ -107,6 +123,15 @@ class DataConfig:
     num_val: int = 200
     data_seed: int = 0
     val_limit: int | None = None
+    augment: str = "seed"
+    crop_min: float = 0.3
+    crop_max: float = 1.0
+    eval_mode: str = "original"
+    eval_scales: tuple = (1.0,)
+    eval_flip: bool = False
+    geometry_source: str | None = None
+    train_renders: int = 2
+    max_layouts: int | None = None
 
 
 @dataclasses.dataclass
@@ -183,7 +208,8 @@ def face_resnet50_wider():
     return FaceConfig(
         model=ModelConfig(backbone="resnet50", imagenet_weights="imagenet",
                           freeze_backbone_bn=True),
-        data=DataConfig(dataset="wider", image_sizes=(512, 576, 640), eval_size=640),
+        data=DataConfig(dataset="wider", image_sizes=(512, 576, 640), eval_size=640,
+                        eval_mode="resize"),
         training=TrainingConfig(batch_size=3, epochs=70, steps_per_epoch=5000, optimizer="sgd",
                                 learning_rate=0.005, lr_boundaries=(200_000,)))
 
@@ -194,7 +220,7 @@ def face_small_synthetic():
         model=ModelConfig(backbone="resnet18", backbone_width=32, fpn_filters=64,
                           head_filters=64, bn_momentum=0.9),
         data=DataConfig(dataset="synthetic", image_sizes=(256, 320, 384), eval_size=384,
-                        num_train=1000, num_val=200, max_boxes=100),
+                        eval_mode="resize", num_train=1000, num_val=200, max_boxes=100),
         training=TrainingConfig(batch_size=8, epochs=12, steps_per_epoch=100, optimizer="adam",
                                 learning_rate=1e-3, lr_boundaries=(900,), weight_decay=0.0,
                                 clipnorm=10.0))

@@ -1,5 +1,12 @@
 """WIDER FACE AP of a face detector: detections on the validation split mapped back to original
-pixels, scored with the official protocol (`wider_eval`), written as result files + PR curves."""
+pixels, scored with the official protocol (`wider_eval`), written as result files + PR curves.
+
+`DataConfig.eval_mode`: "original" runs each image at its own size (padded to the largest
+stride, batch 1), "resize" at the keep-aspect `eval_size`. At original size `eval_scales` and
+`eval_flip` add test-time augmentation (as RetinaFace / SSH): the detections of every scale and
+of the mirror images are mapped back to original pixels, pooled, and reduced by one NMS
+(`TestTimeAugmentation`).
+"""
 
 from pathlib import Path
 
@@ -18,14 +25,17 @@ def dataset_predictions(predict_fn, dataset):
         predict_fn: `f(images (B, S, S, 3)) -> (boxes (B, K, 4), scores (B, K), num (B,))` with
             boxes `[ymin, xmin, ymax, xmax]` in model-input pixels (the output layout of
             `tf.image.combined_non_max_suppression` minus its classes), or a dict with keys
-            "boxes", "scores" and "num_detections" / "valid_detections".
+            "boxes", "scores" and "num_detections" / "valid_detections". A predict_fn with
+            `takes_original_size = True` is called `f(images, original_size (B, 2))`.
         dataset: `pipelines.wider_face.make_dataset(..., training=False)`; its labels carry
             "image_path", "scale" and "original_size".
 
     Boxes come back in original pixels (`box / scale`), clipped to the original image, float64.
     """
+    takes_size = getattr(predict_fn, "takes_original_size", False)
     for images, labels in dataset:
-        out = predict_fn(images)
+        out = (predict_fn(images, labels["original_size"]) if takes_size
+               else predict_fn(images))
         if isinstance(out, dict):
             num = out.get("num_detections", out.get("valid_detections"))
             out = (out["boxes"], out["scores"], num)
@@ -56,11 +66,73 @@ def write_dataset_predictions(predict_fn, dataset, out_dir, *, min_score=None):
     return written
 
 
+class TestTimeAugmentation:
+    """`f(images (1, H', W', 3), original_size (1, 2)) -> (boxes, scores, num)` in original
+    pixels: the image (its top-left H x W, without the padding) at each of `scales`, and
+    mirrored with `flip`, each padded to the detector's `input_multiple` and detected; boxes
+    mapped back (unflipped, divided by the scale of each axis), pooled, one NMS at the model's
+    `nms_iou_threshold`, at most its `max_detections` kept. Scale 1 without flip is the plain
+    original-resolution detection."""
+
+    takes_original_size = True
+
+    def __init__(self, model, scales=(1.0,), flip=False):
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"scales must be positive factors. Received: scales={scales}")
+        self.model, self.scales, self.flip = model, tuple(float(s) for s in scales), bool(flip)
+        self.detect = tf.function(model.detect, reduce_retracing=True)
+
+    def _variant(self, image, scale, flip):
+        """One scale / flip of image (H, W, 3): (boxes (k, 4), scores (k,)) in its pixels."""
+        height, width = image.shape[0], image.shape[1]
+        new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
+        if (new_h, new_w) != (height, width):
+            image = tf.clip_by_value(tf.image.resize(image, (new_h, new_w)), 0.0, 1.0)
+        if flip:
+            image = tf.image.flip_left_right(image)
+        m = self.model.input_multiple
+        padded = tf.image.pad_to_bounding_box(image, 0, 0, -(-new_h // m) * m, -(-new_w // m) * m)
+        out = self.detect(padded[tf.newaxis])
+        k = int(out["num_detections"][0])
+        boxes = out["boxes"][0, :k].numpy().astype(np.float64)
+        if flip:
+            boxes[:, [1, 3]] = new_w - boxes[:, [3, 1]]
+        boxes /= np.array([new_h / height, new_w / width] * 2)
+        return boxes, out["scores"][0, :k].numpy().astype(np.float64)
+
+    def __call__(self, images, original_size):
+        if images.shape[0] != 1:
+            raise ValueError(f"TestTimeAugmentation runs batch 1. Received: {images.shape[0]}")
+        height, width = (int(v) for v in np.asarray(original_size)[0])
+        image = images[0, :height, :width]
+        parts = [self._variant(image, s, f) for s in self.scales
+                 for f in ((False, True) if self.flip else (False,))]
+        boxes = np.concatenate([b for b, _ in parts])
+        scores = np.concatenate([s for _, s in parts])
+        if len(parts) > 1:
+            post = self.model.sections["postprocess"]
+            keep = tf.image.non_max_suppression(boxes.astype(np.float32),
+                                                scores.astype(np.float32),
+                                                post.max_detections,
+                                                iou_threshold=post.nms_iou_threshold).numpy()
+            boxes, scores = boxes[keep], scores[keep]
+        return boxes[None], scores[None], np.array([len(scores)])
+
+
+def predictor(model, data):
+    """The predict_fn of a `DataConfig`: test-time augmentation at original size, else the
+    model's batched `detect`."""
+    if data.eval_mode == "original":
+        return TestTimeAugmentation(model, data.eval_scales, data.eval_flip)
+    return tf.function(model.detect, reduce_retracing=True)
+
+
 def predict_wider(model, config, data_dir):
     """Detections on the validation split: ({"event/name": (boxes (N, 4), scores (N,))}, the
     resolved data_dir), boxes `[ymin, xmin, ymax, xmax]` in original-image pixels."""
-    ds = face_data.eval_dataset(config.data, config.training.batch_size, data_dir)
-    detect = tf.function(model.detect, reduce_retracing=True)
+    ds = face_data.eval_dataset(config.data, config.training.batch_size, data_dir,
+                                multiple=model.input_multiple)
+    detect = predictor(model, config.data)
     predictions = {wider_format.image_key(path): (boxes, scores)
                    for path, boxes, scores in dataset_predictions(detect, ds)}
     return predictions, face_data.resolve(config.data, data_dir)[0]
