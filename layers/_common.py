@@ -22,6 +22,17 @@ def normalize_padding(padding):
     return padding.upper()
 
 
+def conv_geometry(strides, padding, dilation_rate):
+    """(strides, dilations, "VALID" | "SAME") of a convolution, checked: TF's CPU kernels do not
+    combine strides > 1 with dilation > 1."""
+    s = normalize_pair(strides, "strides")
+    d = normalize_pair(dilation_rate, "dilation_rate")
+    if s != (1, 1) and d != (1, 1):
+        raise ValueError(f"strides > 1 with dilation_rate > 1 is not supported. "
+                         f"Received: strides={s}, dilation_rate={d}")
+    return s, d, normalize_padding(padding)
+
+
 def require_channels_last(data_format, layer):
     if data_format not in (None, "channels_last"):
         raise ValueError(

@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 
 from handgrad.layers import activations
-from handgrad.layers._common import normalize_padding, normalize_pair, require_channels_last
+from handgrad.layers._common import conv_geometry, require_channels_last
 from handgrad.layers.dense import activation_name
 from handgrad.layers.softmax import softmax
 
@@ -60,12 +60,7 @@ def depthwise_conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_
         strides, dilation_rate: int or pair (not both > 1). padding: "valid" or "same".
     Returns: `(R, H', W', C M)`.
     """
-    s = normalize_pair(strides, "strides")
-    d = normalize_pair(dilation_rate, "dilation_rate")
-    pad = normalize_padding(padding)
-    if s != (1, 1) and d != (1, 1):
-        raise ValueError(f"strides > 1 with dilation_rate > 1 is not supported. "
-                         f"Received: strides={s}, dilation_rate={d}")
+    s, d, pad = conv_geometry(strides, padding, dilation_rate)
     dilated = d != (1, 1)
     strides4 = [1, *s, 1]
     pads = crops = None

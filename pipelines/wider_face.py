@@ -63,6 +63,53 @@ def _error(path, lineno, expected, line):
     return ValueError(f"{path}:{lineno}: expected {expected}. Received: {line!r}")
 
 
+def _read_faces(path, lines, i):
+    """(count, face rows of 10 ints) of the record whose path line is `lines[i]`."""
+    if i + 1 >= len(lines):
+        raise _error(path, i + 2, "a face count line", "<end of file>")
+    try:
+        count = int(lines[i + 1].strip())
+    except ValueError:
+        raise _error(path, i + 2, "an integer face count", lines[i + 1]) from None
+    if count < 0:
+        raise _error(path, i + 2, "a face count >= 0", lines[i + 1])
+    # A 0-face image is followed by one line of ten zeros (always in the official files).
+    n_lines = max(count, 1) if count or _is_face_line(lines, i + 2) else 0
+    rows = []
+    for k in range(n_lines):
+        lineno = i + 3 + k
+        if lineno > len(lines):
+            raise _error(path, lineno, f"face line {k + 1} of {count}", "<end of file>")
+        try:
+            values = [int(float(v)) for v in lines[lineno - 1].split()]
+        except ValueError:
+            values = []
+        if len(values) != 10:
+            raise _error(path, lineno, "10 numbers: x y w h + 6 attribute flags",
+                         lines[lineno - 1])
+        rows.append(values)
+    return count, rows
+
+
+def _record(image_path, rows, drop_invalid, stats):
+    """A `WiderRecord` from (count, 10) face rows; drops and counts invalid / empty boxes."""
+    count = len(rows)
+    if count == 0:
+        stats.empty_images += 1
+    w, h = rows[:, 2], rows[:, 3]
+    attributes = rows[:, 4:].astype(np.int32)  # (count, 6)
+    keep = np.ones(count, bool)
+    if drop_invalid:
+        invalid = attributes[:, 3] != 0
+        degenerate = ~invalid & ((w <= 0) | (h <= 0))
+        stats.invalid += int(invalid.sum())
+        stats.degenerate += int(degenerate.sum())
+        keep = ~invalid & ~degenerate
+    boxes = xywh_to_yxyx(rows[:, :4]).astype(np.float32)[keep]  # (N, 4)
+    stats.kept += int(keep.sum())
+    return WiderRecord(image_path, boxes.reshape(-1, 4), attributes[keep])
+
+
 def parse_annotations(path, *, drop_invalid=True, return_stats=False):
     """Parses a `wider_face_*_bbx_gt.txt` file.
 
@@ -89,48 +136,12 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
         image_path = lines[i].strip()
         if not image_path.lower().endswith((".jpg", ".jpeg", ".png")):
             raise _error(path, i + 1, "an image path ending in .jpg/.png", lines[i])
-        if i + 1 >= len(lines):
-            raise _error(path, i + 2, "a face count line", "<end of file>")
-        try:
-            count = int(lines[i + 1].strip())
-        except ValueError:
-            raise _error(path, i + 2, "an integer face count", lines[i + 1]) from None
-        if count < 0:
-            raise _error(path, i + 2, "a face count >= 0", lines[i + 1])
-        # A 0-face image is followed by one line of ten zeros (always in the official files).
-        n_lines = max(count, 1) if count or _is_face_line(lines, i + 2) else 0
-        rows = []
-        for k in range(n_lines):
-            lineno = i + 3 + k
-            if lineno > len(lines):
-                raise _error(path, lineno, f"face line {k + 1} of {count}", "<end of file>")
-            fields = lines[lineno - 1].split()
-            try:
-                values = [int(float(v)) for v in fields]
-            except ValueError:
-                values = []
-            if len(values) != 10:
-                raise _error(path, lineno, "10 numbers: x y w h + 6 attribute flags",
-                             lines[lineno - 1])
-            rows.append(values)
+        count, rows = _read_faces(path, lines, i)
         stats.images += 1
-        stats.face_lines += n_lines
-        rows = np.asarray(rows, np.int64).reshape(-1, 10)[:count]  # (count, 10)
-        if count == 0:
-            stats.empty_images += 1
-        w, h = rows[:, 2], rows[:, 3]
-        attributes = rows[:, 4:].astype(np.int32)  # (count, 6)
-        keep = np.ones(count, bool)
-        if drop_invalid:
-            invalid = attributes[:, 3] != 0
-            degenerate = ~invalid & ((w <= 0) | (h <= 0))
-            stats.invalid += int(invalid.sum())
-            stats.degenerate += int(degenerate.sum())
-            keep = ~invalid & ~degenerate
-        boxes = xywh_to_yxyx(rows[:, :4]).astype(np.float32)[keep]  # (N, 4)
-        stats.kept += int(keep.sum())
-        records.append(WiderRecord(image_path, boxes.reshape(-1, 4), attributes[keep]))
-        i += 2 + n_lines
+        stats.face_lines += len(rows)
+        records.append(_record(image_path, np.asarray(rows, np.int64).reshape(-1, 10)[:count],
+                               drop_invalid, stats))
+        i += 2 + len(rows)
     logging.info(
         "%s: %d images, %d boxes kept, dropped %d invalid and %d with w or h <= 0.",
         path, stats.images, stats.kept, stats.invalid, stats.degenerate,
