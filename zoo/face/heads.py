@@ -11,6 +11,11 @@ Initialisation as RetinaNet: hidden and output kernels N(0, 0.01^2), biases 0, e
 output bias b = -log((1 - pi) / pi) with prior pi = 0.01, so every anchor starts at p = pi and
 the ~10^4 background anchors do not swamp the first iterations' loss.
 
+`separable=True` (the mobile detector) makes every 3x3 head convolution depthwise-separable
+(`layers.SeparableConv2D`, same layer names): the depthwise kernels keep Keras' default
+initialisation and the pointwise kernels take the N(0, 0.01^2) above, so the outputs start as
+small as RetinaNet's and the class bias sets p = pi alike.
+
 The per-level outputs are flattened in the anchor order of anchors.py (level, row, column,
 anchor) and concatenated: cls_logits `(B, A_total, 1)`, box_deltas `(B, A_total, 4)`.
 """
@@ -23,7 +28,7 @@ import handgrad.layers
 
 
 def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_convs=3,
-                    num_box_convs=2, prior_probability=0.01, layers=None):
+                    num_box_convs=2, prior_probability=0.01, layers=None, separable=False):
     """Applies the shared class and box heads to every pyramid level.
 
     Args:
@@ -33,6 +38,7 @@ def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_con
         head_filters, num_cls_convs, num_box_convs: the hidden convolutions.
         prior_probability: pi of the class output bias.
         layers: the layers namespace (default `handgrad.layers`).
+        separable: depthwise-separable 3x3 convolutions.
     Returns: (cls_logits `(B, A_total, 1)`, box_deltas `(B, A_total, 4)`).
     """
     if not 0.0 < prior_probability < 1.0:
@@ -40,21 +46,22 @@ def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_con
                          f"Received: prior_probability={prior_probability}")
     layers = handgrad.layers if layers is None else layers
 
-    def init():
-        return keras.initializers.RandomNormal(stddev=0.01)
+    def conv(filters, name, **kwargs):
+        init = keras.initializers.RandomNormal(stddev=0.01)
+        if separable:
+            return layers.SeparableConv2D(filters, 3, padding="same", pointwise_initializer=init,
+                                          name=name, **kwargs)
+        return layers.Conv2D(filters, 3, padding="same", kernel_initializer=init, name=name,
+                             **kwargs)
 
     def tower(prefix, n):
-        return [layers.Conv2D(head_filters, 3, padding="same", activation="relu",
-                              kernel_initializer=init(), name=f"{prefix}_conv{i + 1}")
-                for i in range(n)]
+        return [conv(head_filters, f"{prefix}_conv{i + 1}", activation="relu") for i in range(n)]
 
     cls_tower, box_tower = tower("cls_head", num_cls_convs), tower("box_head", num_box_convs)
     prior_bias = -math.log((1.0 - prior_probability) / prior_probability)
-    cls_out = layers.Conv2D(num_anchors, 3, padding="same", kernel_initializer=init(),
-                            bias_initializer=keras.initializers.Constant(prior_bias),
-                            name="cls_head_logits")
-    box_out = layers.Conv2D(4 * num_anchors, 3, padding="same", kernel_initializer=init(),
-                            name="box_head_deltas")
+    cls_out = conv(num_anchors, "cls_head_logits",
+                   bias_initializer=keras.initializers.Constant(prior_bias))
+    box_out = conv(4 * num_anchors, "box_head_deltas")
 
     cls_levels, box_levels = [], []
     for k, feature in zip(levels, features, strict=True):

@@ -13,6 +13,10 @@ levels the anchors ask for (`Anchors.levels`, default 3..6):
 All outputs have `filters` channels. The seed stops at P6 (RetinaNet goes on to P7), which keeps
 the small strides where small faces live; a P2 level (stride 4) takes C2 as its lateral. Input
 sides must be multiples of 32 so that every Up2(P_{k+1}') has the size of L_k.
+
+With `separable=True` (the mobile detector's light pyramid) the 3x3 convolutions P_k, P6, P7 are
+depthwise-separable, 3x3 depthwise + 1x1 pointwise: 9 C + C^2 multiply-adds per output pixel
+instead of 9 C^2, 7.9 x fewer at C = 64. Layer names stay the same.
 """
 
 import keras
@@ -25,7 +29,14 @@ def backbone_levels(levels):
     return tuple(range(min(levels), 6))
 
 
-def feature_pyramid(features, levels=(3, 4, 5, 6), filters=256, layers=None, name="fpn"):
+def _conv3x3(layers, filters, strides, separable, name):
+    if separable:
+        return layers.SeparableConv2D(filters, 3, strides=strides, padding="same", name=name)
+    return layers.Conv2D(filters, 3, strides=strides, padding="same", name=name)
+
+
+def feature_pyramid(features, levels=(3, 4, 5, 6), filters=256, layers=None, name="fpn",
+                    separable=False):
     """Builds P_k for k in `levels` from the backbone outputs (symbolic Keras tensors).
 
     Args:
@@ -34,6 +45,7 @@ def feature_pyramid(features, levels=(3, 4, 5, 6), filters=256, layers=None, nam
         filters: channels of every pyramid level.
         layers: the layers namespace (default `handgrad.layers`; `keras.layers` for the twin).
         name: prefix of the layer names.
+        separable: depthwise-separable 3x3 convolutions (`layers.SeparableConv2D`).
     Returns: [P_k `(B, H/2^k, W/2^k, filters)` for k in levels].
     """
     layers = handgrad.layers if layers is None else layers
@@ -47,12 +59,12 @@ def feature_pyramid(features, levels=(3, 4, 5, 6), filters=256, layers=None, nam
         up = layers.UpSampling2D(2, interpolation="nearest",
                                  name=f"{name}_upsample_p{k + 1}")(top_down[k + 1])
         top_down[k] = keras.layers.Add(name=f"{name}_merge_p{k}")([lateral[k], up])
-    outputs = [layers.Conv2D(filters, 3, padding="same", name=f"{name}_output_p{k}")(top_down[k])
+    outputs = [_conv3x3(layers, filters, 1, separable, f"{name}_output_p{k}")(top_down[k])
                for k in inner]
     x = c[5]
     for k in (k for k in levels if k > 5):
         if k > 6:
             x = layers.ReLU(name=f"{name}_relu_p{k - 1}")(x)
-        x = layers.Conv2D(filters, 3, strides=2, padding="same", name=f"{name}_output_p{k}")(x)
+        x = _conv3x3(layers, filters, 2, separable, f"{name}_output_p{k}")(x)
         outputs.append(x)
     return outputs

@@ -65,10 +65,12 @@ def detector_network(model, anchors, input_size=None, layers=handgrad.layers,
         model.bn_momentum, model.freeze_backbone_bn, layers)
     features = backbone(preprocess(images))
     features = feature_pyramid(features if isinstance(features, list) else [features],
-                               anchors.levels, model.fpn_filters, layers=layers)
+                               anchors.levels, model.fpn_filters, layers=layers,
+                               separable=model.separable_convs)
     cls_logits, box_deltas = detection_heads(
         features, anchors.levels, anchors.num_per_cell, model.head_filters, model.num_cls_convs,
-        model.num_box_convs, model.prior_probability, layers=layers)
+        model.num_box_convs, model.prior_probability, layers=layers,
+        separable=model.separable_convs)
     return keras.Model(images, {"cls_logits": cls_logits, "box_deltas": box_deltas}, name=name)
 
 

@@ -18,6 +18,7 @@ CONFIGS = {
     "mlp": "handgrad.zoo.mnist.configs:mlp",
     "face_small_synthetic": "handgrad.zoo.face.configs:face_small_synthetic",
     "face_resnet50_wider": "handgrad.zoo.face.configs:face_resnet50_wider",
+    "face_mobile_synthetic": "handgrad.zoo.face.configs:face_mobile_synthetic",
 }
 
 TASKS = {
