@@ -133,6 +133,8 @@ def select(layouts, *, images=None, max_images_per_split=None):
         images: optional `event/name` keys; only these layouts are kept.
         max_images_per_split: optional cap on the layouts of each split (the first ones).
     """
+    if isinstance(images, str):
+        raise ValueError(f"images must be a list of 'event/name' keys. Received: images={images!r}")
     if images is not None:
         wanted = {str(k).removesuffix(".jpg") for k in images}
         unknown = sorted(wanted - {layout.key for layout in layouts})
@@ -236,7 +238,7 @@ def generate(out_dir, *, source, seed=0, train_renders=2, quality=90, max_images
 
     Returns:
         `{"train": {"layouts", "images", "faces"}, "val": {...}}`; faces count annotation rows,
-        invalid ones included.
+        invalid ones and the all-zero row of a 0-face image included.
     """
     _check_options(seed, train_renders, quality, max_images_per_split)
     layouts, mats = load_source(source)
