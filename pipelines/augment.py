@@ -12,13 +12,21 @@ keeping its aspect ratio until its longer side equals the target size, then padd
 the bottom and the right to the square (`resize_and_pad`). Padding at the bottom/right leaves the
 origin in place, so boxes need no shift and `box / scale` maps predictions back to the original.
 
+RetinaFace's recipe (issue 12) is `CropPhotometricPolicy`: a random square crop of 0.3-1.0 of the
+short side (faces whose centre leaves it are dropped, and counted), photometric distortion
+(brightness, contrast, saturation, hue, as RetinaFace's `_distort`), resize to the training size,
+flip.
+
 All functions are plain TensorFlow ops and work eagerly and inside `tf.data` maps.
 """
 
 import tensorflow as tf
 
-__all__ = ["clip_boxes", "flip_boxes_left_right", "flip_left_right", "keep_aspect_size",
-           "pad_to_square", "resize_and_pad", "resize_keep_aspect"]
+from handgrad.pipelines import detection
+
+__all__ = ["CropPhotometricPolicy", "ResizeFlipPolicy", "choose_crop", "clip_boxes", "crop",
+           "flip_boxes_left_right", "flip_left_right", "keep_aspect_size", "pad_to_square",
+           "photometric", "resize_and_pad", "resize_keep_aspect"]
 
 
 def clip_boxes(boxes, height, width):
@@ -214,3 +222,175 @@ class OriginalSizePolicy:
         image = tf.image.pad_to_bounding_box(image, 0, 0, padded_h, padded_w)
         boxes = clip_boxes(tf.convert_to_tensor(boxes, tf.float32), shape[0], shape[1])
         return image, boxes, tf.ones([2], tf.float32)
+
+
+def crop(image, boxes, offset_yx, side):
+    """Cuts the square `[y0, y0 + side) x [x0, x0 + side)` out of `image`; keeps the faces whose
+    centre lies strictly inside it (RetinaFace's rule), moved into the crop and clipped to it.
+
+    Args: image (H, W, C), the square inside it; boxes (N, 4) float32 px of `image`;
+        offset_yx (2,) int `[y0, x0]`, the crop's top-left corner; side, a scalar int.
+    Returns: image (side, side, C), same dtype; boxes (K, 4) float32 px of the crop; keep (N,)
+        bool, which input faces are in `boxes` (in their input order).
+    """
+    y0, x0 = offset_yx[0], offset_yx[1]
+    image = tf.convert_to_tensor(image)[y0:y0 + side, x0:x0 + side]  # (side, side, C)
+    origin = tf.cast(tf.stack([y0, x0, y0, x0]), tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.float32) - origin  # (N, 4) px of the crop
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0  # (N, 2)
+    keep = tf.reduce_all((centre > 0.0) & (centre < tf.cast(side, tf.float32)), axis=1)  # (N,)
+    return image, clip_boxes(tf.boolean_mask(boxes, keep), side, side), keep
+
+
+def choose_crop(boxes, height, width, scales, offsets):
+    """The first of T candidate square crops that holds at least one whole face (RetinaFace
+    retries until one does); any candidate when there are no faces.
+
+    Args:
+        boxes: (N, 4) px. height, width: of the image (scalar ints).
+        scales: (T,) side / short side, in (0, 1]. offsets: (T, 2) in [0, 1): where the crop
+            sits in the free range [0, H - side] x [0, W - side].
+    Returns: offset_yx (2,) int32, side () int32, found () bool (False: no candidate holds a
+        whole face; the caller then does not crop).
+    """
+    short = tf.cast(tf.minimum(height, width), tf.float32)
+    side = tf.maximum(tf.cast(tf.floor(scales * short), tf.int32), 1)  # (T,)
+    free = tf.stack([height - side, width - side], axis=1)  # (T, 2)
+    offset = tf.minimum(tf.cast(tf.floor(offsets * tf.cast(free + 1, tf.float32)), tf.int32),
+                        free)  # (T, 2)
+    lo = tf.cast(offset, tf.float32)[:, None, :]  # (T, 1, 2)
+    hi = lo + tf.cast(side, tf.float32)[:, None, None]  # (T, 1, 2)
+    inside = tf.reduce_all((boxes[None, :, :2] >= lo) & (boxes[None, :, 2:] <= hi), axis=2)
+    holds = tf.logical_or(tf.reduce_any(inside, axis=1), tf.shape(boxes)[0] == 0)  # (T,)
+    first = tf.argmax(tf.cast(holds, tf.int32), output_type=tf.int32)
+    return offset[first], side[first], holds[first]
+
+
+def _saturation_hue(image, saturation, hue):
+    """HSV saturation x `saturation` (clipped to 1) and hue + `hue` (turns, mod 1) of a float
+    RGB image in [0, 1], as `tf.image.adjust_saturation` then `adjust_hue` but in one pass of
+    vectorised ops (those kernels loop over pixels: ~4x slower at 640^2).
+
+    With value v = max, chroma c = max - min and hue h in [0, 6), channel n (R 5, G 3, B 1) is
+    v - c' clip(min(k, 4 - k), 0, 1), k = (n + h') mod 6 (HSV -> RGB), and saturation s = c / v
+    scaled by f is c' = min(f c, v).
+    """
+    r, g, b = tf.unstack(image, num=3, axis=-1)  # (H, W) each
+    v = tf.reduce_max(image, axis=-1)  # (H, W)
+    c = v - tf.reduce_min(image, axis=-1)  # (H, W)
+    h = tf.where(v == r, (g - b) / c, tf.where(v == g, 2.0 + (b - r) / c, 4.0 + (r - g) / c))
+    h = tf.where(c > 0.0, h, 0.0) + 6.0 * hue  # (H, W), a gray pixel has no hue to shift
+    c = tf.minimum(c * saturation, v)
+    k = tf.math.floormod(h[..., None] + tf.constant([5.0, 3.0, 1.0]), 6.0)  # (H, W, 3)
+    return v[..., None] - c[..., None] * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+_IDENTITY = dict(brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0)
+_RANGES = dict(brightness=(-32 / 255, 32 / 255), contrast=(0.5, 1.5), saturation=(0.5, 1.5),
+               hue=(-0.1, 0.1))  # RetinaFace's `_distort`: +-32 of 255, hue +-18 of 180
+
+
+def photometric(image, brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0,
+                contrast_first=True):
+    """RetinaFace / SSD's `_distort` on a float RGB image in [0, 1], each step clipped to [0, 1]:
+    + brightness; x contrast (before the HSV steps, or after them when not `contrast_first`);
+    HSV saturation x saturation; hue + hue (turns). Identity values (0, 1, 1, 0) skip a step.
+    """
+    def scale(x):
+        return tf.cond(contrast != 1.0, lambda: tf.clip_by_value(x * contrast, 0.0, 1.0),
+                       lambda: x)
+
+    image = tf.convert_to_tensor(image, tf.float32)
+    image = tf.cond(brightness != 0.0, lambda: tf.clip_by_value(image + brightness, 0.0, 1.0),
+                    lambda: image)
+    image = tf.cond(contrast_first, lambda: scale(image), lambda: image)
+    image = tf.cond(tf.logical_or(saturation != 1.0, hue != 0.0),
+                    lambda: tf.clip_by_value(_saturation_hue(image, saturation, hue), 0.0, 1.0),
+                    lambda: image)
+    return tf.cond(contrast_first, lambda: image, lambda: scale(image))
+
+
+class CropPhotometricPolicy:
+    """RetinaFace's training augmentation: a random square crop of `crop_scales` (min, max) of
+    the short side (`crop`: faces whose centre leaves it are dropped), `photometric` distortion,
+    resize to the batch's size of `image_sizes` (one per batch, as `ResizeFlipPolicy`; RetinaFace:
+    640), horizontal flip with p = 0.5. Evaluation: `resize_and_pad` to `eval_size` (default:
+    max(image_sizes)), no crop, distortion or flip, as `ResizeFlipPolicy`.
+
+    Each example draws `crop_tries` candidate crops and uses the first that holds a whole face
+    (`choose_crop`); when none does, it is resized and padded, as RetinaFace pads it to a square.
+    Each photometric step has p = 0.5 and RetinaFace's ranges (`_RANGES`); contrast comes before
+    or after the HSV steps with p = 0.5.
+
+    `counter` (a `detection.FaceCounter`) counts "images", "faces" (given to the policy),
+    "dropped_by_crop" and "uncropped" (no candidate held a whole face); `counter.log(what)`.
+    """
+
+    def __init__(self, image_sizes=(640,), crop_scales=(0.3, 1.0), flip=True, photometric=True,
+                 eval_size=None, crop_tries=32):
+        if not (image_sizes and len(crop_scales) == 2
+                and 0.0 < crop_scales[0] <= crop_scales[1] <= 1.0):
+            raise ValueError(f"Expected image_sizes with >= 1 size and crop_scales (min, max) "
+                             f"with 0 < min <= max <= 1. Received: image_sizes={image_sizes}, "
+                             f"crop_scales={crop_scales}")
+        if crop_tries < 1:
+            raise ValueError(f"crop_tries must be >= 1. Received: crop_tries={crop_tries}")
+        self.image_sizes = tuple(int(s) for s in image_sizes)
+        self.eval_size = int(eval_size or max(self.image_sizes))
+        self.crop_scales, self.crop_tries = tuple(crop_scales), int(crop_tries)
+        self.flip, self.photometric = bool(flip), bool(photometric)
+        self.counter = detection.FaceCounter("images", "faces", "dropped_by_crop", "uncropped")
+
+    def _draw(self, size, seed):
+        """The parameters of one example of `size` from one stateless seed (2,)."""
+        n, (lo, hi) = self.crop_tries, self.crop_scales
+        u = tf.random.stateless_uniform([3 * n + 10], seed)  # (3 T + 10,) in [0, 1)
+        params = dict(size=size, crop=tf.constant(True), crop_scales=lo + (hi - lo) * u[:n],
+                      crop_offsets=tf.reshape(u[n:3 * n], [n, 2]),
+                      flip=tf.logical_and(self.flip, u[3 * n] < 0.5),
+                      contrast_first=u[3 * n + 1] < 0.5)
+        for i, (name, (lo, hi)) in enumerate(_RANGES.items()):
+            on = tf.logical_and(self.photometric, u[3 * n + 2 + 2 * i] < 0.5)
+            params[name] = tf.where(on, lo + (hi - lo) * u[3 * n + 3 + 2 * i], _IDENTITY[name])
+        return params
+
+    def random_params(self, batch_size, seed=None):
+        """An endless dataset of per-example parameters (dicts), deterministic for a `seed`:
+        the seed policy's size stream (one size per `batch_size` examples), and a stateless seed
+        per example for its crops, flip and distortion."""
+        sizes = ResizeFlipPolicy(self.image_sizes, flip=False).random_params(batch_size, seed)
+        seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 2,
+                                       rerandomize_each_iteration=True).batch(2)
+        return tf.data.Dataset.zip((sizes.map(lambda size, _: size), seeds)).map(self._draw)
+
+    def eval_params(self):
+        """An endless dataset of the evaluation parameters: no crop, flip or distortion."""
+        params = dict(self._draw(tf.constant(self.eval_size), tf.constant([0, 0], tf.int64)),
+                      crop=tf.constant(False), flip=tf.constant(False),
+                      **{k: tf.constant(v) for k, v in _IDENTITY.items()})
+        return tf.data.Dataset.from_tensors(params).repeat()
+
+    def __call__(self, image, boxes, params):
+        """image uint8 (H, W, 3), boxes (N, 4) px, params -> (image (S, S, 3) in [0, 1],
+        boxes (K, 4) px of the output, scale [sy, sx] (output px / input px, before a flip))."""
+        boxes = tf.convert_to_tensor(boxes, tf.float32)
+        size, shape = params["size"], tf.shape(image)
+        offset, side, found = choose_crop(boxes, shape[0], shape[1], params["crop_scales"],
+                                          params["crop_offsets"])
+
+        def cropped():
+            patch, kept, _ = crop(image, boxes, offset, side)
+            factor = tf.cast(size, tf.float32) / tf.cast(side, tf.float32)
+            patch = tf.image.resize(patch, tf.stack([size, size])) / 255.0  # (S, S, 3)
+            return tf.clip_by_value(patch, 0.0, 1.0), kept * factor, tf.stack([factor, factor])
+
+        out, kept, scale = tf.cond(tf.logical_and(params["crop"], found), cropped,
+                                   lambda: resize_and_pad(image, boxes, size))
+        self.counter.add(images=1, faces=tf.shape(boxes)[0],
+                         dropped_by_crop=tf.shape(boxes)[0] - tf.shape(kept)[0],
+                         uncropped=tf.logical_and(params["crop"], tf.logical_not(found)))
+        out = photometric(out, params["brightness"], params["contrast"], params["saturation"],
+                          params["hue"], params["contrast_first"])
+        out, kept = tf.cond(params["flip"], lambda: flip_left_right(out, kept),
+                            lambda: (out, kept))
+        return out, kept, scale
