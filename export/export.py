@@ -3,6 +3,8 @@
     handgrad-export --model_dir=runs/mnist_cnn --export_dir=exports/mnist_cnn [--tflite]
     handgrad-export --model_dir=runs/face --export_dir=exports/face --input_size=640 \\
         --score_threshold=0.5 --iou_threshold=0.4 --max_detections=750
+    handgrad-export --pretrained=blazeface_full_range --export_dir=exports/blazeface
+        (a pretrained detector, no model_dir: see pretrained.py)
 
 Writes into export_dir:
     saved_model.pb, variables/   the SavedModel: signatures as in serving.py, custom gradients kept
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from handgrad.export import serving, tflite
+from handgrad.export import blazeface_serving, pretrained, serving, tflite
 from handgrad.zoo.run.model_dir import load_trained
 
 
@@ -43,7 +45,10 @@ def export_model(model_dir, export_dir, config=None, tflite_modes=(), **serving_
     """
     model, config = load_trained(model_dir, config)
     export_dir = Path(export_dir)
-    module = build_module(model, config.task, **serving_args)
+    if config.task == "blazeface":  # thresholds not given come from its postprocess config
+        module = blazeface_serving.from_detector(model, **serving_args)
+    else:
+        module = build_module(model, config.task, **serving_args)
     serving.save(module, export_dir)
     shutil.copy2(Path(model_dir) / "model.keras", export_dir / "model.keras")
     for mode in tflite_modes:
@@ -56,7 +61,9 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
     flags.DEFINE_string("config", None, "Config name; default: model_dir/config.json.")
-    flags.DEFINE_string("model_dir", None, "handgrad-train output folder.", required=True)
+    flags.DEFINE_string("model_dir", None, "handgrad-train output folder.")
+    flags.DEFINE_enum("pretrained", None, sorted(pretrained.PRETRAINED),
+                      "Export a pretrained detector instead of a model_dir.")
     flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True)
     flags.DEFINE_bool("tflite", False, "Also write float32 and dynamic-range int8 TFLite files.")
     flags.DEFINE_integer("input_size", 640, "Detector: side of the square input (x 64).",
@@ -70,11 +77,20 @@ def _define_flags():
 
 def main(argv):
     del argv
-    out = export_model(
-        FLAGS.model_dir, FLAGS.export_dir, FLAGS.config,
-        tflite_modes=tflite.MODES if FLAGS.tflite else (), input_size=FLAGS.input_size,
-        score_threshold=FLAGS.score_threshold, iou_threshold=FLAGS.iou_threshold,
-        max_detections=FLAGS.max_detections)
+    if (FLAGS.model_dir is None) == (FLAGS.pretrained is None):
+        raise app.UsageError("Pass exactly one of --model_dir (a trained run) and --pretrained. "
+                             f"Received: model_dir={FLAGS.model_dir!r}, "
+                             f"pretrained={FLAGS.pretrained!r}")
+    # flags left unset keep each model's own defaults (BlazeFace: MediaPipe's thresholds)
+    given = {name: FLAGS[name].value for name in
+             ("input_size", "score_threshold", "iou_threshold", "max_detections")
+             if FLAGS[name].present}
+    if FLAGS.pretrained:
+        given.pop("input_size", None)  # fixed by the model (128 or 192)
+        out = pretrained.export_pretrained(FLAGS.pretrained, FLAGS.export_dir, **given)
+    else:
+        out = export_model(FLAGS.model_dir, FLAGS.export_dir, FLAGS.config,
+                           tflite_modes=tflite.MODES if FLAGS.tflite else (), **given)
     print(f"export_dir={out}")
 
 

@@ -18,16 +18,21 @@ CONFIGS = {
     "mlp": "handgrad.zoo.mnist.configs:mlp",
     "face_small_synthetic": "handgrad.zoo.face.configs:face_small_synthetic",
     "face_resnet50_wider": "handgrad.zoo.face.configs:face_resnet50_wider",
+    "face_blazeface_full_range": "handgrad.zoo.face.blazeface.configs:face_blazeface_full_range",
+    "face_blazeface_short_range":
+        "handgrad.zoo.face.blazeface.configs:face_blazeface_short_range",
     "face_mobile_synthetic": "handgrad.zoo.face.configs:face_mobile_synthetic",
 }
 
 TASKS = {
     "mnist": "handgrad.zoo.mnist.task:MnistTask",
     "face": "handgrad.zoo.face.task:FaceTask",
+    "blazeface": "handgrad.zoo.face.blazeface.task:BlazeFaceTask",
 }
 
 # The configs module of each task: its `from_flat` / `is_flat` read handgrad 0.1 configs.
-CONFIG_MODULES = {"mnist": "handgrad.zoo.mnist.configs", "face": "handgrad.zoo.face.configs"}
+CONFIG_MODULES = {"mnist": "handgrad.zoo.mnist.configs", "face": "handgrad.zoo.face.configs",
+                  "blazeface": "handgrad.zoo.face.blazeface.configs"}
 
 
 def _load(spec):

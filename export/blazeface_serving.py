@@ -1,0 +1,118 @@
+"""Serving module of a BlazeFace model (MediaPipe's weights, or a fine-tuned `handgrad-train` run):
+the same signatures as the trained detectors (serving.FaceServing), no handgrad code needed to run.
+
+    serving_default(images: uint8 [batch, height, width, 3])   any size (one size per batch)
+    image_bytes(image_bytes: string [batch])                     encoded JPEG / PNG / BMP / GIF
+    -> boxes: float32 [batch, D, 4] `[ymin, xmin, ymax, xmax]` in the ORIGINAL image's pixels
+       (clipped to it), scores: float32 [batch, D], num_detections: int32 [batch], and
+       keypoints: float32 [batch, D, 6, 2] `(y, x)` original pixels (right eye, left eye, nose
+       tip, mouth centre, right ear tragion, left ear tragion: the subject's right / left),
+       zero-padded past the count.
+    forward(x: float32 [batch, S, S, 3] in [0, 1]) -> the network's raw "regressors",
+       "classificators" (S = 128 short range, 192 full range); also the tflite_fn (batch 1).
+
+Each image is letterboxed as MediaPipe does (centred, zero borders, one antialiased bilinear resize
+to S x S: blazeface.inference.letterbox), so the network sees a face at S / max(H, W) of its size.
+Thresholds are fixed at export (default MediaPipe's: score 0.5 short / 0.6 full range, weighted
+NMS at IoU 0.3).
+
+Face sizes (measured by benchmarks/blazeface_face_range.py, a real face pasted at decreasing sizes;
+the anchor grid explains it): the full-range model's anchors are every 4 input pixels on a 48 x 48
+grid, and it finds faces from about 8 input pixels tall up to nearly the whole 192 x 192 square,
+i.e. faces of at least ~1/24 of the image's longer side. The short-range model (anchors every 8
+and 16 pixels of a 128 x 128 input, MediaPipe: "faces within 2 m", selfies) needs faces of at
+least ~1/6 of the longer side. Smaller faces in a large photo need a crop or tiles.
+"""
+
+import tensorflow as tf
+
+from handgrad.export.serving import _track_variables
+from handgrad.zoo.face.blazeface.inference import detect_faces
+from handgrad.zoo.face.blazeface.variants import NUM_KEYPOINTS, get_variant
+
+
+class BlazeFaceServing(tf.Module):
+    """Wraps a BlazeFace network (`import_blazeface` / `build_blazeface` output).
+
+    Args:
+        model: the Keras network: `(B, S, S, 3)` in [0, 1] -> {"regressors", "classificators"}.
+        variant: "short_range" | "full_range" (or a `BlazeFaceVariant`): input size, anchors and
+            default thresholds.
+        score_threshold, iou_threshold: None = MediaPipe's for the variant. max_detections: D.
+        weighted: MediaPipe's weighted NMS (False: plain greedy NMS).
+    """
+
+    def __init__(self, model, variant, score_threshold=None, iou_threshold=None,
+                 max_detections=100, weighted=True):
+        super().__init__(name="blazeface_serving")
+        self.model = model
+        self.spec = get_variant(variant)
+        _track_variables(self, model)
+        if int(max_detections) < 1:
+            raise ValueError(f"max_detections must be >= 1. Received: {max_detections}")
+        self._post = dict(
+            score_threshold=float(self.spec.score_threshold if score_threshold is None
+                                  else score_threshold),
+            iou_threshold=float(self.spec.iou_threshold if iou_threshold is None
+                                else iou_threshold),
+            max_detections=int(max_detections), weighted=bool(weighted))
+        s = self.spec.input_size
+        self.forward = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec([None, s, s, 3], tf.float32, name="x")])
+        # the raw network for tflite.convert (TFLite has no builtin for the batched NMS)
+        self.tflite_fn = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32, name="x")])
+
+    @property
+    def thresholds(self):
+        """The post-processing fixed in this export (a copy)."""
+        return dict(self._post)
+
+    def _detect(self, images):
+        """float (B, H, W, 3) in [0, 1] -> the four outputs, original pixels."""
+        out = detect_faces(self.model, images, self.spec, **self._post)
+        return {"boxes": out["boxes"], "scores": out["scores"], "keypoints": out["keypoints"],
+                "num_detections": tf.cast(out["num_detections"], tf.int32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve_images(self, images):
+        tf.debugging.assert_positive(tf.shape(images)[1:3],
+                                     message="images: height and width must be >= 1")
+        return self._detect(tf.cast(images, tf.float32) / 255.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(self, image_bytes):
+        d = self._post["max_detections"]
+
+        def one(data):
+            # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
+            # BMP, WebP required." on bytes that are no image: the expected formats, named.
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            out = self._detect(tf.cast(image, tf.float32)[None] / 255.0)
+            return {k: v[0] for k, v in out.items()}
+
+        # images of different sizes: one letterbox each (the network's batch is 1 per image)
+        return tf.map_fn(one, image_bytes, fn_output_signature={
+            "boxes": tf.TensorSpec([d, 4], tf.float32),
+            "scores": tf.TensorSpec([d], tf.float32),
+            "keypoints": tf.TensorSpec([d, NUM_KEYPOINTS, 2], tf.float32),
+            "num_detections": tf.TensorSpec([], tf.int32)})
+
+    def signatures(self):
+        return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
+
+
+def from_detector(detector, score_threshold=None, iou_threshold=None, max_detections=None,
+                  input_size=None):
+    """The serving module of a trained `BlazeFaceDetector` (task "blazeface"). A score threshold
+    left None is MediaPipe's for the variant (the config's is the evaluation's, low for a full
+    PR curve); the IoU threshold and max_detections come from its postprocess config.
+    input_size is fixed by the variant (ignored)."""
+    del input_size
+    post = detector.sections["postprocess"]
+    return BlazeFaceServing(
+        detector.network, detector.variant, score_threshold,
+        post.nms_iou_threshold if iou_threshold is None else iou_threshold,
+        post.max_detections if max_detections is None else max_detections, post.weighted)

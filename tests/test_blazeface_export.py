@@ -1,0 +1,147 @@
+"""The pretrained BlazeFace export (`handgrad-export --pretrained=...`): the SavedModel, reloaded
+with handgrad blocked, against MediaPipe's own .tflite run by the LiteRT interpreter and decoded
+by the NumPy port of MediaPipe's calculators (test_blazeface.py), mapped back to original pixels
+here in NumPy; and the two commands end to end on a folder of real photos.
+
+Tolerances: the network outputs agree to float32 rounding (test_blazeface: <= 1e-6 of their
+scale), so the decoded boxes agree to 1e-2 input pixels there; in original pixels that is
+1e-2 x max(H, W) / S (S = 192: 0.03 px for a 512-pixel photo). 0.05 px is used.
+"""
+
+import io
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import PIL.Image
+import pytest
+import skimage.data
+import tensorflow as tf
+from test_blazeface import ASTRONAUT_FACE, litert_outputs, mediapipe_detections
+
+from handgrad.export.pretrained import export_pretrained
+from handgrad.zoo.face.blazeface.inference import letterbox
+from handgrad.zoo.face.blazeface.variants import get_variant
+
+BIN = Path(sys.executable).parent  # the console scripts of this environment
+
+
+def _png(image):
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo_bytes():
+    """Encoded real photos: a colour PNG, a JPEG as shipped, a grey PNG."""
+    grace = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return {"astronaut": _png(skimage.data.astronaut()), "grace_hopper": grace.read_bytes(),
+            "camera": _png(skimage.data.camera())}
+
+
+def reference(data, variant, score_threshold=None):
+    """MediaPipe's detections of one encoded image in original pixels: TF's decoder, the
+    letterbox, LiteRT's network, NumPy decoding + weighted NMS, NumPy map back."""
+    spec = get_variant(variant)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    h, w = image.shape[:2]
+    side = max(h, w)
+    x = letterbox(image[None] / 255.0, spec.input_size)[0].numpy()
+    reg, cls = litert_outputs(variant, x)
+    threshold = spec.score_threshold if score_threshold is None else score_threshold
+    boxes, kps, scores = mediapipe_detections(reg[0], cls[0], variant, threshold)
+    scale, pad = side / spec.input_size, np.array([(side - h) // 2, (side - w) // 2])
+    boxes = np.clip(boxes * scale - np.tile(pad, 2), 0, [h, w, h, w])
+    return boxes, kps * scale - pad, scores
+
+
+@pytest.fixture(scope="module")
+def full_range_export(tmp_path_factory):
+    return export_pretrained("blazeface_full_range", tmp_path_factory.mktemp("bf_full"))
+
+
+def test_reloaded_without_handgrad_matches_mediapipe(full_range_export, photo_bytes, tmp_path):
+    names = list(photo_bytes)
+    for name in names:
+        (tmp_path / name).write_bytes(photo_bytes[name])
+    np.save(tmp_path / "astronaut.npy", skimage.data.astronaut()[None])
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["handgrad"] = None  # any `import handgrad` now raises ImportError
+        import numpy as np, tensorflow as tf
+        m = tf.saved_model.load({str(full_range_export)!r})
+        data = [open({str(tmp_path)!r} + "/" + n, "rb").read() for n in {names!r}]
+        out = m.signatures["image_bytes"](image_bytes=tf.constant(data))
+        arr = np.load({str(tmp_path / "astronaut.npy")!r})
+        one = m.signatures["serving_default"](images=tf.constant(arr))
+        np.savez({str(tmp_path / "out.npz")!r}, **{{k: v.numpy() for k, v in out.items()}},
+                 **{{"uint8_" + k: v.numpy() for k, v in one.items()}})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    got = np.load(tmp_path / "out.npz")
+    for i, name in enumerate(names):
+        boxes, kps, scores = reference(photo_bytes[name], "full_range")
+        n = int(got["num_detections"][i])
+        assert n == len(scores) >= 1, name
+        np.testing.assert_allclose(got["boxes"][i, :n], boxes, atol=0.05, err_msg=name)
+        np.testing.assert_allclose(got["keypoints"][i, :n], kps, atol=0.05, err_msg=name)
+        np.testing.assert_allclose(got["scores"][i, :n], scores, atol=1e-5, err_msg=name)
+        assert not got["scores"][i, n:].any() and not got["boxes"][i, n:].any(), name
+    # the uint8 signature on the decoded PNG is the bytes signature's first image
+    n = int(got["uint8_num_detections"][0])
+    np.testing.assert_allclose(got["uint8_boxes"][0, :n], got["boxes"][0, :n], atol=1e-3)
+
+
+def test_astronaut_face_in_original_pixels(full_range_export, photo_bytes):
+    f = tf.saved_model.load(str(full_range_export)).signatures["image_bytes"]
+    out = f(image_bytes=tf.constant([photo_bytes["astronaut"]]))
+    assert int(out["num_detections"][0]) == 1
+    box = out["boxes"][0, 0].numpy()
+    lo, hi = np.maximum(box[:2], ASTRONAUT_FACE[:2]), np.minimum(box[2:], ASTRONAUT_FACE[2:])
+    inter = np.prod(np.maximum(hi - lo, 0))
+    union = (np.prod(box[2:] - box[:2]) + np.prod(np.subtract(ASTRONAUT_FACE[2:],
+                                                              ASTRONAUT_FACE[:2])) - inter)
+    assert inter / union > 0.7, box
+
+
+def _run(*args):
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True)
+
+
+def test_export_and_detect_commands_on_a_folder(tmp_path, photo_bytes):
+    """handgrad-export --pretrained (a threshold fixed at export) then handgrad-detect: the result
+    files hold MediaPipe's detections at that threshold, in WIDER `x y w h score` lines."""
+    refused = _run("handgrad-export", "--pretrained=blazeface_short_range",
+                   f"--model_dir={tmp_path}", f"--export_dir={tmp_path / 'x'}")
+    assert refused.returncode != 0 and "exactly one of --model_dir" in refused.stderr
+    export_dir, photos, results = tmp_path / "export", tmp_path / "photos", tmp_path / "results"
+    done = _run("handgrad-export", "--pretrained=blazeface_short_range", "--score_threshold=0.3",
+                f"--export_dir={export_dir}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    photos.mkdir()
+    for name, data in photo_bytes.items():
+        (photos / (name + (".jpg" if name == "grace_hopper" else ".png"))).write_bytes(data)
+    detected = _run("handgrad-detect", f"--saved_model={export_dir}", f"--images={photos}",
+                    f"--output_dir={results}")
+    assert detected.returncode == 0, detected.stderr[-2000:]
+    for name, data in photo_bytes.items():
+        # results are named after the image, with or without its extension (detect.py)
+        txt = next(results.rglob(f"{name}*.txt")).read_text().split("\n")
+        boxes, _, scores = reference(data, "short_range", score_threshold=0.3)
+        assert int(txt[1]) == len(scores), name
+        rows = np.array([[float(v) for v in line.split()] for line in txt[2:2 + len(scores)]])
+        xywh = np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
+                         boxes[:, 2] - boxes[:, 0]], 1)
+        np.testing.assert_allclose(rows[:, :4], xywh, atol=0.1, err_msg=name)
+        np.testing.assert_allclose(rows[:, 4], scores, atol=1e-3, err_msg=name)
+        assert next(results.rglob(f"{name}*.png")).stat().st_size > 0
+
+
+def test_unknown_pretrained_name_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"--pretrained must be one of .*blazeface_full_range.*"
+                                         r"Received: 'blazeface_long_range'"):
+        export_pretrained("blazeface_long_range", tmp_path)
