@@ -5,11 +5,15 @@ The TFLite graph takes the model's square float input (MNIST: `(1, 28, 28, 1)`; 
 `(1, S, S, 3)`, both in [0, 1]); resizing and decoding stay with the caller. MNIST returns its
 probabilities. The detector returns the network's raw outputs (`cls_logits`, `box_deltas` per
 anchor): TFLite has no builtin for the batched NMS of the SavedModel's post-processing (it would
-need the Flex delegate, which the pip interpreter does not link), so a TFLite runtime applies
+need the Flex delegate, which the LiteRT interpreter does not link), so a TFLite runtime applies
 sigmoid, decoding (`handgrad.zoo.face.boxes.decode_boxes`) and its own NMS.
+
+`run` uses LiteRT (`ai_edge_litert.interpreter`), the maintained successor of the deprecated
+`tf.lite.Interpreter`; the conversion itself stays with TensorFlow's `TFLiteConverter`.
 """
 
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 MODES = ("float32", "int8")
 
@@ -27,7 +31,7 @@ def convert(module, mode="float32"):
 
 def run(tflite_bytes, x):
     """Runs a converted model on one input array; returns its outputs by name."""
-    interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
+    interpreter = Interpreter(model_content=tflite_bytes)
     runner = interpreter.get_signature_runner()
     (name,) = runner.get_input_details()
     return runner(**{name: x})
