@@ -20,7 +20,13 @@ Matching (the seed's eq. 58 rule "IoU > 0.5" plus RetinaNet's ignore band):
 and every face is force-matched to its best anchor (so faces smaller than every anchor still get
 one positive): faces, in order of decreasing best IoU, each claim their best anchor not already
 claimed by another face. A claimed anchor is positive for the face that claimed it, whatever its
-IoU. Non-forced positives go to the face of highest IoU.
+IoU. Non-forced positives go to the face of highest IoU. Ties go to the lower face / anchor index.
+
+Crowds (issue 12: 709 faces x 90 000 anchors at 1024 px): the (faces x anchors) IoU matrix is
+never held whole. It is computed a chunk of faces at a time, keeping each anchor's best face and
+each face's top-k anchors; the forced matching then walks each face's k candidates (a full IoU row
+only when all k are already claimed), with results exactly those of the whole-matrix rule
+(tests/test_crowd_encoding.py checks them against a NumPy port of it).
 """
 
 import tensorflow as tf
@@ -80,31 +86,101 @@ def decode_boxes(deltas, anchors, variances=DEFAULT_VARIANCES):
     return tf.stack([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w], axis=-1)
 
 
-def _force_match(overlaps):
-    """Greedy forced matches: `overlaps` `(M, A)` -> claimed face per anchor `(A,)`, -1 if none.
+_BOXES = tf.TensorSpec([None, 4], tf.float32)
 
-    Faces in order of decreasing best IoU each claim their best not-yet-claimed anchor; a face
-    whose IoU with every free anchor is 0 claims nothing.
+
+@tf.function(input_signature=[_BOXES, _BOXES, tf.TensorSpec([], tf.int32),
+                              tf.TensorSpec([], tf.int32)])
+def _best_faces_and_candidates(boxes, anchors, num_candidates, chunk_elements):
+    """IoU statistics of `boxes` `(M, 4)` x `anchors` `(A, 4)`, never holding all M x A IoUs.
+
+    The IoU matrix is computed `chunk_elements // A` faces at a time (a 709-face crowd against
+    90 000 anchors would otherwise hold 255 MB per intermediate of `iou`).
+
+    Returns:
+        max_iou: `(A,)` the best face's IoU per anchor, 0 without faces.
+        best_face: `(A,)` int32 that face: the first one among equals, as `tf.argmax` over the
+            whole matrix picks.
+        top_iou, top_anchor: `(M, k)` each face's k = min(num_candidates, A) highest-IoU anchors,
+            highest first, the lower anchor index first among equals (`tf.math.top_k`).
     """
-    num_faces = tf.shape(overlaps)[0]
-    num_anchors = tf.shape(overlaps)[1]
-    order = tf.argsort(tf.reduce_max(overlaps, axis=1), direction="DESCENDING")  # (M,)
+    num_faces = tf.shape(boxes)[0]
+    num_anchors = tf.shape(anchors)[0]
+    chunk = tf.maximum(chunk_elements // tf.maximum(num_anchors, 1), 1)
+    k = tf.minimum(num_candidates, num_anchors)
 
-    def body(i, claimed):
-        face = order[i]
-        free = tf.where(claimed < 0, overlaps[face], -1.0)  # (A,)
+    def body(start, max_iou, best_face, top_iou, top_anchor):
+        overlaps = iou(boxes[start:start + chunk], anchors)  # (c, A)
+        chunk_max = tf.reduce_max(overlaps, axis=0)  # (A,)
+        # strictly better only: on ties the face of an earlier chunk, i.e. the lower index, stays
+        better = chunk_max > max_iou
+        max_iou = tf.where(better, chunk_max, max_iou)
+        best_face = tf.where(better, tf.argmax(overlaps, axis=0, output_type=tf.int32) + start,
+                             best_face)
+        values, indices = tf.math.top_k(overlaps, k)  # (c, k)
+        return (start + chunk, max_iou, best_face, top_iou.write(top_iou.size(), values),
+                top_anchor.write(top_anchor.size(), indices))
+
+    def array(dtype):  # starts with an empty (0, k) block, so that no faces concat to (0, k)
+        return tf.TensorArray(dtype, size=0, dynamic_size=True, infer_shape=False,
+                              element_shape=[None, None]).write(0, tf.zeros([0, k], dtype))
+
+    _, max_iou, best_face, top_iou, top_anchor = tf.while_loop(
+        lambda start, *_: start < num_faces, body,
+        [0, -tf.ones([num_anchors]), tf.zeros([num_anchors], tf.int32), array(tf.float32),
+         array(tf.int32)])
+    # IoUs are >= 0, so the -1 start value only survives without faces
+    max_iou = tf.maximum(max_iou, 0.0)
+    top_iou = tf.reshape(top_iou.concat(), [num_faces, k])  # (M, k)
+    top_anchor = tf.reshape(top_anchor.concat(), [num_faces, k])  # (M, k)
+    return max_iou, best_face, top_iou, top_anchor
+
+
+@tf.function(input_signature=[_BOXES, _BOXES, tf.TensorSpec([None, None], tf.float32),
+                              tf.TensorSpec([None, None], tf.int32)])
+def _force_match(boxes, anchors, top_iou, top_anchor):
+    """Greedy forced matches -> claimed face per anchor `(A,)`, -1 if none.
+
+    Faces in order of decreasing best IoU each claim their best not-yet-claimed anchor (the
+    lowest index among equals); a face whose IoU with every free anchor is 0 claims nothing.
+    That anchor is the first free one of the face's candidate list `top_anchor` (sorted the same
+    way), so each step costs k x M comparisons instead of a scan of all A anchors; only when all
+    k candidates are taken, with IoU > 0 left beyond them, is the face's full IoU row computed.
+    """
+    num_faces = tf.shape(top_iou)[0]
+    num_anchors = tf.shape(anchors)[0]
+    order = tf.argsort(top_iou[:, 0], direction="DESCENDING")  # (M,) best IoU = first candidate
+
+    def full_row_choice(face, taken):
+        # exact scan of all anchors, as the greedy rule states it
+        taken_anchors = tf.boolean_mask(taken, taken >= 0)
+        claimed = tf.scatter_nd(taken_anchors[:, None], tf.ones_like(taken_anchors, tf.bool),
+                                [num_anchors])  # (A,)
+        free = tf.where(claimed, -1.0, iou(boxes[face:face + 1], anchors)[0])  # (A,)
         best = tf.argmax(free, output_type=tf.int32)
-        take = free[best] > 0.0
-        update = tf.where(take, face, claimed[best])
-        return i + 1, tf.tensor_scatter_nd_update(claimed, [[best]], [update])
+        return best, free[best]
 
-    claimed = -tf.ones([num_anchors], tf.int32)
-    _, claimed = tf.while_loop(lambda i, _: i < num_faces, body, [0, claimed])
-    return claimed  # (A,)
+    def body(i, taken):
+        face = order[i]
+        candidates = top_anchor[face]  # (k,)
+        free = tf.logical_not(tf.reduce_any(candidates[:, None] == taken[None, :], axis=1))
+        first = tf.argmax(tf.cast(free, tf.int32), output_type=tf.int32)
+        best, value = tf.cond(
+            tf.logical_or(free[first], top_iou[face, -1] <= 0.0),
+            lambda: (candidates[first], tf.where(free[first], top_iou[face, first], 0.0)),
+            lambda: full_row_choice(face, taken))
+        best = tf.where(value > 0.0, best, -1)
+        return i + 1, tf.tensor_scatter_nd_update(taken, [[face]], [best])
+
+    taken = -tf.ones([num_faces], tf.int32)  # (M,) anchor claimed by each face, -1 if none
+    _, taken = tf.while_loop(lambda i, _: i < num_faces, body, [0, taken])
+    faces = tf.boolean_mask(tf.range(num_faces), taken >= 0)
+    return tf.scatter_nd(tf.boolean_mask(taken, taken >= 0)[:, None], faces + 1,
+                         [num_anchors]) - 1  # (A,)
 
 
 def match_anchors(anchors, boxes, num_boxes=None, positive_iou=0.5, negative_iou=0.4,
-                  force_match=True):
+                  force_match=True, num_candidates=16, chunk_elements=2**21):
     """Assigns faces to anchors (rules in the module docstring).
 
     Args:
@@ -113,6 +189,9 @@ def match_anchors(anchors, boxes, num_boxes=None, positive_iou=0.5, negative_iou
         num_boxes: number of valid rows of `boxes` (default: all M).
         positive_iou, negative_iou: the IoU thresholds (>= positive, < negative).
         force_match: give every face its best anchor.
+        num_candidates: anchors kept per face for the forced matching; any value gives the
+            same result (more candidates only make the full-row fallback rarer).
+        chunk_elements: IoU entries computed at once (memory: ~12 float32 temporaries of it).
     Returns:
         labels: `(A,)` int32, 1 face, 0 background, -1 ignored.
         matched: `(A,)` int32 index of the matched face (0 where labels != 1).
@@ -121,23 +200,19 @@ def match_anchors(anchors, boxes, num_boxes=None, positive_iou=0.5, negative_iou
     if not negative_iou <= positive_iou:
         raise ValueError(f"Expected negative_iou <= positive_iou. Received: "
                          f"negative_iou={negative_iou}, positive_iou={positive_iou}")
+    if num_candidates < 1 or chunk_elements < 1:
+        raise ValueError(f"Expected num_candidates >= 1 and chunk_elements >= 1. Received: "
+                         f"num_candidates={num_candidates}, chunk_elements={chunk_elements}")
     anchors = tf.convert_to_tensor(anchors, tf.float32)
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     if num_boxes is not None:
         boxes = boxes[:tf.cast(num_boxes, tf.int32)]  # (M', 4)
-    num_anchors = tf.shape(anchors)[0]
 
-    overlaps = iou(boxes, anchors)  # (M, A)
-    has_faces = tf.shape(boxes)[0] > 0
-    max_iou = tf.where(has_faces, tf.reduce_max(
-        tf.concat([overlaps, tf.zeros([1, num_anchors])], axis=0), axis=0), 0.0)  # (A,)
-    matched = tf.where(has_faces, tf.argmax(
-        tf.concat([overlaps, -tf.ones([1, num_anchors])], axis=0), axis=0,
-        output_type=tf.int32), 0)  # (A,)
-
+    max_iou, matched, top_iou, top_anchor = _best_faces_and_candidates(
+        boxes, anchors, num_candidates, chunk_elements)  # (A,), (A,), (M, k), (M, k)
     labels = tf.where(max_iou >= positive_iou, 1, tf.where(max_iou < negative_iou, 0, -1))
     if force_match:
-        claimed = _force_match(overlaps)  # (A,)
+        claimed = _force_match(boxes, anchors, top_iou, top_anchor)  # (A,)
         forced = claimed >= 0
         labels = tf.where(forced, 1, labels)
         matched = tf.where(forced, claimed, matched)
