@@ -18,6 +18,10 @@ CONFIGS = {
     "mlp": "handgrad.zoo.mnist.configs:mlp",
     "face_small_synthetic": "handgrad.zoo.face.configs:face_small_synthetic",
     "face_resnet50_wider": "handgrad.zoo.face.configs:face_resnet50_wider",
+    "face_small_wider_geometry": "handgrad.zoo.face.configs:face_small_wider_geometry",
+    "face_small_wider_geometry_improved":
+        "handgrad.zoo.face.configs:face_small_wider_geometry_improved",
+    "face_resnet50_wider_improved": "handgrad.zoo.face.configs:face_resnet50_wider_improved",
     "face_blazeface_full_range": "handgrad.zoo.face.blazeface.configs:face_blazeface_full_range",
     "face_blazeface_short_range":
         "handgrad.zoo.face.blazeface.configs:face_blazeface_short_range",
