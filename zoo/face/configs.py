@@ -225,6 +225,7 @@ def face_small_synthetic():
                                 learning_rate=1e-3, lr_boundaries=(900,), weight_decay=0.0,
                                 clipnorm=10.0))
 
+
 def _small_wider_geometry(data, anchors=None):
     """The CPU-sized ResNet18 of `face_small_synthetic` on the WIDER-geometry set: 1 000 steps
     of batch 4, Adam 1e-3 divided by 10 at step 800. Set `data.geometry_source` to the folder of
