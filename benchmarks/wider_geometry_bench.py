@@ -14,8 +14,9 @@
 3. Scores each model under the other evaluation settings too (original size vs 640 resize,
    test-time flip, test-time scales), with the official protocol on the real easy / medium /
    hard `gt_list`s restricted to the validation images.
-4. Input pipeline: images/s per core of (b)'s training pipeline, and the target encoding of the
-   709-face layout at 640 (time, peak memory) with (b)'s anchors.
+4. Input pipeline (`pipeline_bench`): images/s per core of (b)'s training pipeline, and the
+   target encoding of the 709-face layout at 640 (time, peak memory, positives) with (b)'s
+   anchors and with a P2 level.
 5. PNGs into --png_dir: PR curves of (a) and (b), and (b)'s detections on the val crowd,
    `skimage.data.astronaut()` and matplotlib's `grace_hopper.jpg`.
 
@@ -34,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import pipeline_bench  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -146,45 +148,22 @@ def run_models(args, data_dir, common):
     return result, dirs
 
 
-def pipeline_numbers(data_dir, config):
-    """(b)'s training pipeline in images/s per core, and the encoding of the densest train
-    layout at 640 with (b)'s anchors (median of 3 calls, peak resident memory increase)."""
+def pipeline_numbers(data_dir, config, images):
+    """(b)'s training pipeline in images/s per core, and the target encoding of the densest
+    train layout (709 faces) at 640 with (b)'s anchors and with a P2 level (`pipeline_bench`)."""
     anchors = Anchors(**vars(config.anchors))
-    train_ds, _ = face_data.datasets(config, data_dir, anchors.encode)
-    batches, images = iter(train_ds), 0
-    next(batches)  # warm-up: tracing, the first shuffle buffer
-    start = time.perf_counter()
-    for _ in range(10):
-        images += int(next(batches)[0].shape[0])
-    seconds = time.perf_counter() - start
-    cores = len(os.sched_getaffinity(0))
-    records = wider_face.parse_annotations(
-        wider_face.find_annotation_file(data_dir, "train"), drop_invalid=False)
-    crowd = max(records, key=lambda r: len(r.boxes))
-    with Image.open(Path(data_dir) / "WIDER_train" / "images" / crowd.path) as photo:
-        scale = 640.0 / max(photo.size)  # the keep-aspect resize to 640
-    boxes = tf.constant(np.pad(crowd.boxes * scale, [[0, 2000 - len(crowd.boxes)], [0, 0]],
-                               constant_values=-1.0), tf.float32)
-    image = tf.zeros([640, 640, 3])
-    rss_before = _status_kib("VmRSS")
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        targets = anchors.encode(image, boxes, tf.constant(len(crowd.boxes)))
-        times.append(time.perf_counter() - start)
-    return {"pipeline_images_per_s_per_core": round(images / seconds / cores, 2),
-            "pipeline_cores": cores,
-            "crowd_faces": len(crowd.boxes),
-            "crowd_positive_anchors": int(np.sum(targets["cls_targets"].numpy() == 1)),
-            "crowd_encode_s": round(float(np.median(times)), 3),
-            "crowd_encode_peak_mib": round(max(_status_kib("VmHWM") - rss_before, 0) / 1024, 1)}
-
-
-def _status_kib(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+    rate = pipeline_bench.pipeline_throughput(
+        data_dir, anchors, policy=face_data.policy(config.data), size=max(config.data.image_sizes),
+        batch_size=config.training.batch_size, images=images, max_boxes=config.data.max_boxes)
+    boxes, image_hw = pipeline_bench.densest_layout(
+        wider_face.find_annotation_file(data_dir, "train"))
+    result = {"pipeline_images_per_s_per_core": rate["images_per_s_per_thread"],
+              "pipeline_images_per_s": rate["images_per_s"], "pipeline_cores": rate["threads"]}
+    for name, strides in (("improved", config.anchors.strides), ("improved_p2", P2_STRIDES)):
+        crowd = pipeline_bench.crowd_encoding(
+            Anchors(**{**vars(config.anchors), "strides": strides}), boxes, image_hw, size=640)
+        result.update({f"crowd_640.{name}.{k}": v for k, v in crowd.items()})
+    return result
 
 
 def plot_curves(curves, png_path):
@@ -268,7 +247,7 @@ def main():
     fields, dirs = run_models(args, data_dir, common)
     result.update(fields)
     result.update(pipeline_numbers(data_dir, registry.apply_overrides(
-        registry.get_config(IMPROVED), common)))
+        registry.get_config(IMPROVED), common), 24 if args.quick else 96))
     result["anchors_at_640.improved"] = anchors_at_640({})
     result["anchors_at_640.improved_p2"] = anchors_at_640({"anchors.strides": P2_STRIDES})
     result["anchors_at_640.seed"] = int(sum(int(c) for c in Anchors(
