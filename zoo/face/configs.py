@@ -303,3 +303,30 @@ def face_mobile_synthetic():
     1 200 steps of Adam): the accuracy comparison of issue 13 (goal: AP within 0.05 of the
     ResNet18's on each setting)."""
     return dataclasses.replace(face_small_synthetic(), model=mobile_model())
+
+
+def face_mobile_wider_geometry():
+    """The mobile network with everything else of `face_small_wider_geometry`."""
+    return dataclasses.replace(face_small_wider_geometry(), model=mobile_model())
+
+
+def face_mobile_wider_geometry_improved():
+    """The mobile network with everything else of `face_small_wider_geometry_improved`."""
+    return dataclasses.replace(face_small_wider_geometry_improved(), model=mobile_model())
+
+
+def face_mobile_wider():
+    """The mobile network on WIDER FACE, RetinaFace-MobileNet0.25's recipe: its anchors (P3-P5,
+    no P6; 16, 32 | 64, 128 | 256, 512 px; matched at IoU 0.35), batch 32 of 640 px crops with
+    photometric distortion (the data of `face_resnet50_wider_improved`), SGD 1e-3 (momentum 0.9,
+    weight decay 5e-4) for 250 epochs of the 12 880 training images (403 steps each), the rate
+    divided by 10 at epochs 190 and 220. From scratch (no ImageNet weights for this backbone
+    here). GPU-sized."""
+    return FaceConfig(
+        model=mobile_model(),
+        anchors=AnchorConfig(min_size=16.0, max_size=512.0, scales_per_level=2,
+                             strides=(8, 16, 32), positive_iou=0.35, negative_iou=0.35),
+        data=face_resnet50_wider_improved().data,
+        training=TrainingConfig(batch_size=32, epochs=250, steps_per_epoch=403,
+                                optimizer="sgd", learning_rate=1e-3, weight_decay=5e-4,
+                                lr_boundaries=(190 * 403, 220 * 403)))

@@ -26,6 +26,10 @@ CONFIGS = {
     "face_blazeface_short_range":
         "handgrad.zoo.face.blazeface.configs:face_blazeface_short_range",
     "face_mobile_synthetic": "handgrad.zoo.face.configs:face_mobile_synthetic",
+    "face_mobile_wider_geometry": "handgrad.zoo.face.configs:face_mobile_wider_geometry",
+    "face_mobile_wider_geometry_improved":
+        "handgrad.zoo.face.configs:face_mobile_wider_geometry_improved",
+    "face_mobile_wider": "handgrad.zoo.face.configs:face_mobile_wider",
 }
 
 TASKS = {
