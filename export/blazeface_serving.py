@@ -11,8 +11,9 @@ the same signatures as the trained detectors (serving.FaceServing), no handgrad 
     forward(x: float32 [batch, S, S, 3] in [0, 1]) -> the network's raw "regressors",
        "classificators" (S = 128 short range, 192 full range); also the tflite_fn (batch 1).
 
-Each image is letterboxed as MediaPipe does (centred, zero borders, one antialiased bilinear resize
-to S x S: blazeface.inference.letterbox), so the network sees a face at S / max(H, W) of its size.
+Each image is letterboxed as MediaPipe does (centred, zero borders, resized to S x S by area
+averaging: blazeface.inference.letterbox), so the network sees a face at S / max(H, W) of its
+size.
 Thresholds are fixed at export (default MediaPipe's: score 0.5 short / 0.6 full range, weighted
 NMS at IoU 0.3).
 
@@ -71,7 +72,8 @@ class BlazeFaceServing(tf.Module):
         return dict(self._post)
 
     def _detect(self, images):
-        """float (B, H, W, 3) in [0, 1] -> the four outputs, original pixels."""
+        """uint8 (B, H, W, 3) -> the four outputs, original pixels (the letterbox reads uint8
+        itself: the full-size photo is not converted to float first)."""
         out = detect_faces(self.model, images, self.spec, **self._post)
         return {"boxes": out["boxes"], "scores": out["scores"], "keypoints": out["keypoints"],
                 "num_detections": tf.cast(out["num_detections"], tf.int32)}
@@ -80,7 +82,7 @@ class BlazeFaceServing(tf.Module):
     def serve_images(self, images):
         tf.debugging.assert_positive(tf.shape(images)[1:3],
                                      message="images: height and width must be >= 1")
-        return self._detect(tf.cast(images, tf.float32) / 255.0)
+        return self._detect(images)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(self, image_bytes):
@@ -90,7 +92,7 @@ class BlazeFaceServing(tf.Module):
             # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
             # BMP, WebP required." on bytes that are no image: the expected formats, named.
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            out = self._detect(tf.cast(image, tf.float32)[None] / 255.0)
+            out = self._detect(image[None])
             return {k: v[0] for k, v in out.items()}
 
         # images of different sizes: one letterbox each (the network's batch is 1 per image)
