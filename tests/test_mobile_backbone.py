@@ -3,14 +3,18 @@
 detector (separable pyramid and heads) against its stock-Keras twin (outputs and every gradient of
 the eq. 61 loss), its parameter count by hand, saving, and the backbone registry."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from handgrad.zoo.face import configs
+from handgrad.zoo.face.anchors import Anchors
 from handgrad.zoo.face.backbones import BACKBONES, build_backbone, mobilenet
 from handgrad.zoo.face.retinanet import FaceDetector
+from handgrad.zoo.run import registry
 
 FACES = tf.constant([[[10.0, 12.0, 40.0, 38.0], [60.0, 64.0, 100.0, 96.0]],
                      [[30.0, 30.0, 50.0, 50.0], [0, 0, 0, 0]]])
@@ -135,3 +139,24 @@ def test_registry_and_bad_arguments():
     _, frozen = build_backbone("mobilenet_v1", (3, 4, 5), width=8, freeze_bn=True)
     bns = [layer for layer in frozen.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(bns) == 27 and not any(layer.trainable for layer in bns)
+
+
+@pytest.mark.parametrize("mobile, small", [
+    ("face_mobile_synthetic", "face_small_synthetic"),
+    ("face_mobile_wider_geometry", "face_small_wider_geometry"),
+    ("face_mobile_wider_geometry_improved", "face_small_wider_geometry_improved")])
+def test_mobile_configs_differ_from_the_resnet18_ones_only_in_the_network(mobile, small):
+    """The accuracy comparison is fair: same anchors, data, loss and steps as the ResNet18."""
+    ours, theirs = registry.get_config(mobile), registry.get_config(small)
+    assert ours.model.backbone == "mobilenet_v1" and theirs.model.backbone == "resnet18"
+    assert dataclasses.replace(ours, model=theirs.model) == theirs
+
+
+def test_face_mobile_wider_has_retinaface_mobile_anchors():
+    """RetinaFace-MobileNet0.25 (biubug6 data/config.py): min_sizes [[16, 32], [64, 128],
+    [256, 512]] on steps [8, 16, 32]."""
+    config = registry.get_config("face_mobile_wider")
+    anchors = Anchors(**dataclasses.asdict(config.anchors))
+    assert anchors.strides == (8, 16, 32)
+    np.testing.assert_allclose(anchors.sizes_per_level, [(16, 32), (64, 128), (256, 512)],
+                               rtol=1e-6)
