@@ -17,12 +17,13 @@ size.
 Thresholds are fixed at export (default MediaPipe's: score 0.5 short / 0.6 full range, weighted
 NMS at IoU 0.3).
 
-Face sizes (measured by benchmarks/blazeface_face_range.py, a real face pasted at decreasing sizes;
-the anchor grid explains it): the full-range model's anchors are every 4 input pixels on a 48 x 48
-grid, and it finds faces from about 8 input pixels tall up to nearly the whole 192 x 192 square,
-i.e. faces of at least ~1/24 of the image's longer side. The short-range model (anchors every 8
-and 16 pixels of a 128 x 128 input, MediaPipe: "faces within 2 m", selfies) needs faces of at
-least ~1/6 of the longer side. Smaller faces in a large photo need a crop or tiles.
+Face sizes (benchmarks/blazeface_face_range.py: three real faces cut out at 21 sizes relative to
+the image, results in benchmarks/results/blazeface_face_range.jsonl): the full-range model found
+each face down to 5-8 % of the image's longer side (a face 10-15 pixels tall in its 192 x 192
+input; its anchors are 4 pixels apart, so that is 2.5-4 cells) and up to 40-80 % of it; the
+short-range model (anchors 8 and 16 pixels apart in 128 x 128; MediaPipe: faces within 2 m,
+selfies) down to 12.5-15 % (16-19 input pixels). A face smaller than ~1/12 of a photo's longer
+side needs a crop or tiles.
 """
 
 import tensorflow as tf

