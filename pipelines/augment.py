@@ -266,25 +266,6 @@ def choose_crop(boxes, height, width, scales, offsets):
     return offset[first], side[first], holds[first]
 
 
-def _saturation_hue(image, saturation, hue):
-    """HSV saturation x `saturation` (clipped to 1) and hue + `hue` (turns, mod 1) of a float
-    RGB image in [0, 1], as `tf.image.adjust_saturation` then `adjust_hue` but in one pass of
-    vectorised ops (those kernels loop over pixels: ~4x slower at 640^2).
-
-    With value v = max, chroma c = max - min and hue h in [0, 6), channel n (R 5, G 3, B 1) is
-    v - c' clip(min(k, 4 - k), 0, 1), k = (n + h') mod 6 (HSV -> RGB), and saturation s = c / v
-    scaled by f is c' = min(f c, v).
-    """
-    r, g, b = tf.unstack(image, num=3, axis=-1)  # (H, W) each
-    v = tf.reduce_max(image, axis=-1)  # (H, W)
-    c = v - tf.reduce_min(image, axis=-1)  # (H, W)
-    h = tf.where(v == r, (g - b) / c, tf.where(v == g, 2.0 + (b - r) / c, 4.0 + (r - g) / c))
-    h = tf.where(c > 0.0, h, 0.0) + 6.0 * hue  # (H, W), a gray pixel has no hue to shift
-    c = tf.minimum(c * saturation, v)
-    k = tf.math.floormod(h[..., None] + tf.constant([5.0, 3.0, 1.0]), 6.0)  # (H, W, 3)
-    return v[..., None] - c[..., None] * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
 _IDENTITY = dict(brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0)
 _RANGES = dict(brightness=(-32 / 255, 32 / 255), contrast=(0.5, 1.5), saturation=(0.5, 1.5),
                hue=(-0.1, 0.1))  # RetinaFace's `_distort`: +-32 of 255, hue +-18 of 180
@@ -294,18 +275,24 @@ def photometric(image, brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0,
                 contrast_first=True):
     """RetinaFace / SSD's `_distort` on a float RGB image in [0, 1], each step clipped to [0, 1]:
     + brightness; x contrast (before the HSV steps, or after them when not `contrast_first`);
-    HSV saturation x saturation; hue + hue (turns). Identity values (0, 1, 1, 0) skip a step.
+    HSV saturation x saturation (clipped to 1); hue + hue (turns, mod 1). Identity values
+    (0, 1, 1, 0) skip a step.
     """
     def scale(x):
         return tf.cond(contrast != 1.0, lambda: tf.clip_by_value(x * contrast, 0.0, 1.0),
                        lambda: x)
 
     image = tf.convert_to_tensor(image, tf.float32)
+    brightness, contrast, saturation, hue = (tf.convert_to_tensor(v, tf.float32) for v in (
+        brightness, contrast, saturation, hue))
+    contrast_first = tf.convert_to_tensor(contrast_first, tf.bool)
     image = tf.cond(brightness != 0.0, lambda: tf.clip_by_value(image + brightness, 0.0, 1.0),
                     lambda: image)
     image = tf.cond(contrast_first, lambda: scale(image), lambda: image)
-    image = tf.cond(tf.logical_or(saturation != 1.0, hue != 0.0),
-                    lambda: tf.clip_by_value(_saturation_hue(image, saturation, hue), 0.0, 1.0),
+    # TF's fused HSV kernels: 2x faster at 640^2 than the same formulas in vectorised ops
+    image = tf.cond(saturation != 1.0, lambda: tf.clip_by_value(
+        tf.image.adjust_saturation(image, saturation), 0.0, 1.0), lambda: image)
+    image = tf.cond(hue != 0.0, lambda: tf.clip_by_value(tf.image.adjust_hue(image, hue), 0.0, 1.0),
                     lambda: image)
     return tf.cond(contrast_first, lambda: image, lambda: scale(image))
 
