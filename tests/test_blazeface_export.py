@@ -141,6 +141,34 @@ def test_export_and_detect_commands_on_a_folder(tmp_path, photo_bytes):
         assert next(results.rglob(f"{name}*.png")).stat().st_size > 0
 
 
+def test_fine_tuned_model_dir_exports_with_mediapipe_score_threshold(tmp_path, photo_bytes):
+    """A task "blazeface" model_dir (as handgrad-train leaves it) through export_model: the
+    score threshold left unset is MediaPipe's (0.5 short range), not the config's evaluation
+    0.05; max_detections comes from the config (300)."""
+    from handgrad.export.export import export_model
+    from handgrad.zoo.face.blazeface.detector import BlazeFaceDetector
+    from handgrad.zoo.face.blazeface.tflite_import import load_tflite_weights, tflite_path
+    from handgrad.zoo.run import model_dir as model_dir_lib
+    from handgrad.zoo.run.registry import get_config
+
+    config = get_config("face_blazeface_short_range")
+    detector = BlazeFaceDetector(model=config.model, postprocess=config.postprocess)
+    load_tflite_weights(detector.network, tflite_path("short_range"))
+    detector.save(tmp_path / "model.keras")
+    model_dir_lib.write_config(tmp_path, model_dir_lib.config_record(
+        "face_blazeface_short_range", config))
+    export_dir = export_model(tmp_path, tmp_path / "export")
+    f = tf.saved_model.load(str(export_dir)).signatures["image_bytes"]
+    out = f(image_bytes=tf.constant([photo_bytes["astronaut"]]))
+    assert out["boxes"].shape == (1, config.postprocess.max_detections, 4)
+    boxes, _, scores = reference(photo_bytes["astronaut"], "short_range")  # MediaPipe's 0.5
+    n = int(out["num_detections"][0])
+    assert n == len(scores) == 1
+    # the config's 0.05 would have kept more: the check above tells the two apart
+    assert len(reference(photo_bytes["astronaut"], "short_range", 0.05)[2]) > 1
+    np.testing.assert_allclose(out["boxes"][0, :n], boxes, atol=0.05)
+
+
 def test_unknown_pretrained_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"--pretrained must be one of .*blazeface_full_range.*"
                                          r"Received: 'blazeface_long_range'"):
