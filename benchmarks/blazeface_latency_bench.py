@@ -3,7 +3,9 @@ MediaPipe's own .tflite run by LiteRT (XNNPACK), the same network from stock ker
 the same way, and OpenCV's Haar cascade, on one real photo, timed interleaved in one process.
 
     python benchmarks/blazeface_latency_bench.py [--variants full_range,short_range]
-        [--repeats 50] [--threads 2] [--photo astronaut|grace_hopper]
+        [--repeats 50] [--photo astronaut|grace_hopper]
+    TF_NUM_INTRAOP_THREADS=4 python benchmarks/blazeface_latency_bench.py    (threads, default 2)
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/blazeface_latency_bench.py     (TF without oneDNN)
 
 Rows (one JSON line each, {"bench": "blazeface_latency", "variant", "model", "p50_ms", "p90_ms"}):
     handgrad_savedmodel   serving_default: uint8 photo -> boxes in original pixels (letterbox
@@ -16,7 +18,8 @@ Rows (one JSON line each, {"bench": "blazeface_latency", "variant", "model", "p5
     opencv_haar           detectMultiScale(grey, 1.1, 5) on the same photo
 plus {"model": "ratio", ...}: handgrad_savedmodel / litert_pipeline (target <= 1.5, issue 14),
 handgrad_network / litert_network, handgrad_savedmodel / keras_savedmodel. Both runtimes get
-`--threads` CPU threads (TF intra-op, LiteRT num_threads). Detections are checked equal (same
+the same CPU threads (TF_NUM_INTRAOP_THREADS, read by TF at start-up; LiteRT num_threads; OpenCV's
+setNumThreads). Detections are checked equal (same
 count, boxes within 1 px) before timing, so both sides do the same work.
 """
 
@@ -27,6 +30,8 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+THREADS = int(os.environ["TF_NUM_INTRAOP_THREADS"])
 
 import cv2  # noqa: E402
 import keras  # noqa: E402
@@ -138,7 +143,7 @@ def bench_variant(variant, image, args, root):
     twin.set_weights(ours.get_weights())
     saved, saved_twin = (exported(m, variant, root, f"{n}_{variant}")
                          for m, n in ((ours, "handgrad"), (twin, "keras")))
-    litert = LitertPipeline(variant, args.threads)
+    litert = LitertPipeline(variant, THREADS)
     faces = check_same_faces(saved, litert, image)
     s = get_variant(variant).input_size
     x = np.asarray(tf.image.resize(image[None] / 255.0, (s, s), method="area"), np.float32)
@@ -153,7 +158,8 @@ def bench_variant(variant, image, args, root):
            "opencv_haar": lambda: cascade.detectMultiScale(grey, 1.1, 5)}
     samples = interleaved_samples(fns, repeats=args.repeats, warmup=3)
     common = {"bench": "blazeface_latency", "variant": variant, "photo": args.photo,
-              "image_hw": list(image.shape[:2]), "faces": faces, "threads": args.threads}
+              "image_hw": list(image.shape[:2]), "faces": faces, "threads": THREADS,
+              "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
     p50 = {}
     for name, values in samples.items():
         row = percentiles_ms(values)
@@ -172,11 +178,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="full_range,short_range")
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--photo", default="astronaut", choices=["astronaut", "grace_hopper"])
     args = parser.parse_args()
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    cv2.setNumThreads(args.threads)
+    cv2.setNumThreads(THREADS)
     image = photo(args.photo)
     with tempfile.TemporaryDirectory() as root:
         for variant in args.variants.split(","):

@@ -146,6 +146,34 @@ def tflite_row(config_name, mode):
     return build
 
 
+def blazeface_row(variant):
+    """MediaPipe's BlazeFace as `handgrad-export --pretrained=blazeface_<variant>` writes it
+    (letterbox to its own 192 / 128 input, weighted NMS, MediaPipe's thresholds; `size` unused)."""
+    def build(root, size):
+        from handgrad.export.pretrained import export_pretrained
+
+        path = export_pretrained(f"blazeface_{variant}", os.path.join(root, f"bf_{variant}"))
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+        def detect(image):
+            out = fn(images=tf.constant(image[None]))
+            return out["boxes"][0, :int(out["num_detections"][0])]
+
+        return detect, {"saved_model_mb": _megabytes(path)}
+    return build
+
+
+def blazeface_tflite_row(variant):
+    """MediaPipe's own .tflite through LiteRT, with an OpenCV letterbox and NumPy decoding +
+    weighted NMS around it (blazeface_latency_bench.LitertPipeline)."""
+    def build(root, size):
+        from blazeface_latency_bench import LitertPipeline
+
+        pipeline = LitertPipeline(variant, threads=os.cpu_count())
+        return (lambda image: pipeline(image)[0]), {}
+    return build
+
+
 def haar_row(root, size):
     import cv2
 
@@ -168,6 +196,10 @@ DETECTORS = [
     ("mobile_tflite_float32", tflite_row("face_mobile_wider", "float32")),
     ("mobile_tflite_int8", tflite_row("face_mobile_wider", "int8")),
     ("resnet50", saved_model_row("face_resnet50_wider")),
+    ("blazeface_full_range", blazeface_row("full_range")),
+    ("blazeface_full_range_litert", blazeface_tflite_row("full_range")),
+    ("blazeface_short_range", blazeface_row("short_range")),
+    ("blazeface_short_range_litert", blazeface_tflite_row("short_range")),
     ("opencv_haar", haar_row),
     ("mtcnn", mtcnn_row),
 ]
