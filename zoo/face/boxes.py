@@ -127,10 +127,11 @@ def _best_faces_and_candidates(boxes, anchors, num_candidates, chunk_elements, p
         return tf.TensorArray(dtype, size=0, dynamic_size=True, infer_shape=False,
                               element_shape=[None, None]).write(0, tf.zeros([0, k], dtype))
 
+    # one chunk at a time: by default the loop may run 10 iterations' IoUs at once
     _, max_iou, best_face, top_iou, top_anchor = tf.while_loop(
         lambda start, *_: start < num_faces, body,
         [0, -tf.ones([num_anchors]), tf.zeros([num_anchors], tf.int32), array(tf.float32),
-         array(tf.int32)])
+         array(tf.int32)], parallel_iterations=1)
     # IoUs are >= 0, so the -1 start value only survives without faces
     max_iou = tf.maximum(max_iou, 0.0)
     top_iou = tf.reshape(top_iou.concat(), [num_faces, k])  # (M, k)
@@ -196,7 +197,8 @@ def _force_match(boxes, anchors, top_iou, top_anchor):
         return start + stop + 1, claimed
 
     claimed = -tf.ones([tf.shape(anchors)[0]], tf.int32)  # (A,) face of each anchor, -1: none
-    _, claimed = tf.while_loop(lambda start, _: start < num_faces, round_, [0, claimed])
+    _, claimed = tf.while_loop(lambda start, _: start < num_faces, round_, [0, claimed],
+                               parallel_iterations=1)
     return claimed
 
 
