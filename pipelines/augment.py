@@ -358,17 +358,19 @@ class CropPhotometricPolicy:
         return tf.data.Dataset.from_tensors(params).repeat()
 
     def __call__(self, image, boxes, params):
-        """image uint8 (H, W, 3), boxes (N, 4) px, params -> (image (S, S, 3) in [0, 1],
-        boxes (K, 4) px of the output, scale [sy, sx] (output px / input px, before a flip))."""
-        boxes = tf.convert_to_tensor(boxes, tf.float32)
+        """image (H, W, 3) uint8 or float in [0, 1], boxes (N, 4) px, params -> (image (S, S, 3)
+        in [0, 1], boxes (K, 4) px of the output, scale [sy, sx] = output px / input px (without
+        a crop: original px = output px / scale))."""
+        image, boxes = tf.convert_to_tensor(image), tf.convert_to_tensor(boxes, tf.float32)
         size, shape = params["size"], tf.shape(image)
+        full_scale = 255.0 if image.dtype == tf.uint8 else 1.0  # the output is in [0, 1]
         offset, side, found = choose_crop(boxes, shape[0], shape[1], params["crop_scales"],
                                           params["crop_offsets"])
 
         def cropped():
             patch, kept, _ = crop(image, boxes, offset, side)
             factor = tf.cast(size, tf.float32) / tf.cast(side, tf.float32)
-            patch = tf.image.resize(patch, tf.stack([size, size])) / 255.0  # (S, S, 3)
+            patch = tf.image.resize(patch, tf.stack([size, size])) / full_scale  # (S, S, 3)
             return tf.clip_by_value(patch, 0.0, 1.0), kept * factor, tf.stack([factor, factor])
 
         out, kept, scale = tf.cond(tf.logical_and(params["crop"], found), cropped,
