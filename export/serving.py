@@ -16,7 +16,10 @@ Both also keep `forward(x: float32)`, the differentiable model function, and `tr
 so a reloaded SavedModel can be fine-tuned through the saved hand-derived gradients
 (SaveOptions(experimental_custom_gradients=True)).
 Wrong dtypes are refused by the signature itself; wrong shapes and undecodable bytes fail with an
-InvalidArgumentError that says what was expected.
+InvalidArgumentError that says what was expected. A batch of 0 images returns empty outputs
+(`[0, 10]`, `[0]`; `[0, D, 4]`, `[0, D]`, `[0]`) without running the network: TF's Conv2D returns
+an empty batch unchanged (its input shape, TF 2.21, stock layers too), which the next layer
+refuses.
 """
 
 import tensorflow as tf
@@ -40,6 +43,7 @@ class MnistServing(tf.Module):
     def __init__(self, model):
         super().__init__(name="mnist_serving")
         self.model = model
+        self.num_classes = int(model.output_shape[-1])
         _track_variables(self, model)
         self.forward = tf.function(
             lambda x: self.model(x, training=False),
@@ -58,7 +62,8 @@ class MnistServing(tf.Module):
             tf.shape(images)])
         with tf.control_dependencies([check]):
             x = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 28, 28, 1])  # (B, 28, 28, 1)
-        probabilities = self.forward(x)  # (B, 10)
+        probabilities = tf.cond(tf.shape(x)[0] > 0, lambda: self.forward(x),
+                                lambda: tf.zeros([0, self.num_classes]))  # (B, 10)
         return {"probabilities": probabilities,
                 "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
 
@@ -108,13 +113,22 @@ class FaceServing(tf.Module):
         return x, scale, hw
 
     def _detect(self, images, scales, sizes):
-        """images (B, S, S, 3); scales, sizes (B, 2) -> boxes in original pixels."""
-        out = self.detector.detect(images, **self._thresholds)
-        per_coord = tf.tile(scales, [1, 2])[:, None, :]  # (B, 1, 4): [sy, sx, sy, sx]
-        limits = tf.tile(sizes, [1, 2])[:, None, :]  # (B, 1, 4): [h, w, h, w]
-        boxes = tf.clip_by_value(out["boxes"] / per_coord, 0.0, limits)  # (B, D, 4)
-        return {"boxes": boxes, "scores": out["scores"],
-                "num_detections": tf.cast(out["num_detections"], tf.int32)}
+        """images (B, S, S, 3); scales, sizes (B, 2) -> boxes in original pixels; an empty
+        batch gets empty outputs without running the network (module docstring)."""
+        def run():
+            out = self.detector.detect(images, **self._thresholds)
+            per_coord = tf.tile(scales, [1, 2])[:, None, :]  # (B, 1, 4): [sy, sx, sy, sx]
+            limits = tf.tile(sizes, [1, 2])[:, None, :]  # (B, 1, 4): [h, w, h, w]
+            boxes = tf.clip_by_value(out["boxes"] / per_coord, 0.0, limits)  # (B, D, 4)
+            return {"boxes": boxes, "scores": tf.cast(out["scores"], tf.float32),
+                    "num_detections": tf.cast(out["num_detections"], tf.int32)}
+
+        def empty():
+            d = self._thresholds["max_detections"]
+            return {"boxes": tf.zeros([0, d, 4]), "scores": tf.zeros([0, d]),
+                    "num_detections": tf.zeros([0], tf.int32)}
+
+        return tf.cond(tf.shape(images)[0] > 0, run, empty)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):

@@ -96,7 +96,8 @@ def load_idx_split(data_dir, split):
     """Returns `(images, labels)` of one split ("train" or "test") from a folder of IDX files.
 
     images: uint8 `(N, 28, 28)`; labels: uint8 `(N,)`. Raises IdxFormatError when the image and
-    label counts differ, when the images are not 28 x 28, or when a label is not in 0..9.
+    label counts differ, when the split holds no image, when the images are not 28 x 28, or when
+    a label is not in 0..9.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}. Received: split={split!r}")
@@ -109,6 +110,9 @@ def load_idx_split(data_dir, split):
             f"{image_path} / {label_path}: label/image count mismatch: {images.shape[0]} images "
             f"but {labels.shape[0]} labels."
         )
+    if images.shape[0] == 0:
+        raise IdxFormatError(f"{image_path}: holds 0 images: the {split} split is empty (the "
+                             f"official file holds {NUM_EXAMPLES[split]}).")
     if images.shape[1:] != (28, 28):
         raise IdxFormatError(f"{image_path}: images must be 28 x 28. Received shape "
                              f"{images.shape}.")

@@ -27,6 +27,11 @@ detection-rate based split, nested like the real ones:
 - hard: every face.
 
 Deterministic for a seed: image i of a split draws from `image_rng(seed, split, i)`.
+
+`generate` writes only into an absent or empty folder or a synthetic set it wrote before
+(`pipelines.generated`): the set carries `HANDGRAD_SYNTHETIC.json` (the generation options, and
+`complete` once every file is written); a complete set from before the marker existed is
+recognised by its layout (`is_unmarked_set`). Any other folder is refused (FileExistsError).
 """
 
 import os
@@ -37,6 +42,8 @@ import scipy.io
 import skimage
 from PIL import Image, ImageFilter
 
+from handgrad.pipelines import generated
+
 BACKGROUNDS = (
     "coffee.png", "rocket.jpg", "brick.png", "grass.png", "gravel.png",
     "hubble_deep_field.jpg", "motorcycle_left.png", "chelsea.png", "coins.png", "moon.png",
@@ -45,6 +52,9 @@ SKIN_TONES = np.array(
     [[1.00, 0.82, 0.68], [0.93, 0.72, 0.56], [0.80, 0.58, 0.42], [0.62, 0.42, 0.29],
      [0.45, 0.30, 0.20], [0.98, 0.78, 0.66]], np.float32)
 _SPLIT_IDS = {"train": 0, "val": 1}
+MARKER = "HANDGRAD_SYNTHETIC.json"
+_GENERATOR = "handgrad.pipelines.synthetic_faces"
+_OUTPUTS = ("WIDER_train", "WIDER_val", "wider_face_split", "ground_truth")
 
 
 def image_rng(seed, split, index):
@@ -248,6 +258,32 @@ def write_ground_truth(gt_dir, entries):
         scipy.io.savemat(gt_dir / f"wider_{setting}_val.mat", dict(base, gt_list=_cell(gt)))
 
 
+def generation_options(*, num_train, num_val, seed, image_size=512, max_faces=30, quality=90):
+    """The options `generate` records in the marker (its arguments, defaults filled in)."""
+    return {"num_train": int(num_train), "num_val": int(num_val), "seed": int(seed),
+            "image_size": int(image_size), "max_faces": int(max_faces), "quality": int(quality)}
+
+
+def read_marker(out_dir):
+    """The `HANDGRAD_SYNTHETIC.json` record of a set in `out_dir`, or None."""
+    return generated.read_marker(out_dir, MARKER, _GENERATOR)
+
+
+def is_unmarked_set(out_dir):
+    """Whether `out_dir` holds a complete set written before the marker existed: only this
+    generator's outputs, both annotation files, the validation ground truth, and image folders
+    named after `BACKGROUNDS` events only."""
+    out_dir = Path(out_dir)
+    names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    split = out_dir / "wider_face_split"
+    events = {event_name(i) for i in range(len(BACKGROUNDS))}
+    folders = [p.name for s in ("train", "val")
+               for p in (out_dir / f"WIDER_{s}" / "images").glob("*")]
+    return bool(names and names <= set(_OUTPUTS) and folders and set(folders) <= events and
+                all((split / f"wider_face_{s}_bbx_gt.txt").is_file() for s in ("train", "val"))
+                and (out_dir / "ground_truth" / "wider_face_val.mat").is_file())
+
+
 def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30, quality=90):
     """Writes a WIDER-format synthetic face data set to `out_dir`.
 
@@ -256,7 +292,8 @@ def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30,
     wider_face_val.mat` + `wider_{easy,medium,hard}_val.mat` (read by `zoo.face.wider_eval`).
 
     Args:
-        out_dir: output folder (created).
+        out_dir: output folder (created): absent, empty, or a synthetic set written before
+            (replaced); any other folder raises FileExistsError before anything is written.
         num_train, num_val: images per split.
         seed: integer; the same seed writes the same files.
         image_size: the longer image side in pixels (the shorter is 0.6..1.0 of it).
@@ -266,7 +303,10 @@ def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30,
     Returns:
         `{"train": {"images": n, "faces": m}, "val": {...}}`.
     """
-    out_dir = Path(out_dir)
+    options = generation_options(num_train=num_train, num_val=num_val, seed=seed,
+                                 image_size=image_size, max_faces=max_faces, quality=quality)
+    out_dir = generated.claim(out_dir, MARKER, _GENERATOR, options, _OUTPUTS,
+                              recognise=is_unmarked_set)
     faces, backgrounds = load_faces(), load_backgrounds()
     summary = {}
     for split, num in (("train", num_train), ("val", num_val)):
@@ -286,4 +326,5 @@ def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30,
         if split == "val":
             write_ground_truth(out_dir / "ground_truth", entries)
         summary[split] = {"images": num, "faces": int(sum(len(r) for _, r in entries))}
+    generated.write_marker(out_dir, MARKER, _GENERATOR, options, complete=True, summary=summary)
     return summary

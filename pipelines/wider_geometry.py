@@ -38,7 +38,6 @@ written one at a time, so memory does not grow with the set.
 import argparse
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from handgrad.pipelines import generated
 from handgrad.pipelines import wider_geometry_render as render
 from handgrad.pipelines.synthetic_faces import (
     _annotation_text,
@@ -173,36 +173,17 @@ def write_ground_truth(gt_dir, mats, layouts):
 
 def read_marker(out_dir):
     """The marker of a generated set in `out_dir` (a dict), or None when there is none."""
-    path = Path(out_dir) / MARKER
-    if not path.is_file():
-        return None
-    try:
-        marker = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return marker if isinstance(marker, dict) and marker.get("generator") == _GENERATOR else None
+    return generated.read_marker(out_dir, MARKER, _GENERATOR)
 
 
 def _claim(out_dir, options):
     """Makes `out_dir` ready: empty or a previous generated set (whose outputs are removed)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"out_dir={out_dir} exists and is not a folder.")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if read_marker(out_dir) is None:
-            raise FileExistsError(
-                f"out_dir={out_dir} is not empty and has no {MARKER} from {_GENERATOR}: refusing "
-                "to write into a folder that is not a generated WIDER-geometry set.")
-        for name in _OUTPUTS:
-            shutil.rmtree(out_dir / name, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_marker(out_dir, options, complete=False)
-    return out_dir
+    return generated.claim(out_dir, MARKER, _GENERATOR, options, _OUTPUTS)
 
 
 def _write_marker(out_dir, options, *, complete, summary=None):
-    marker = {"generator": _GENERATOR, **options, "complete": complete, "summary": summary}
-    (out_dir / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+    generated.write_marker(out_dir, MARKER, _GENERATOR, options, complete=complete,
+                           summary=summary)
 
 
 def image_path(layout, split, render_index):

@@ -9,17 +9,23 @@ corrupt/truncated IDX variants (tests/test_mnist_pipeline.py), malformed WIDER a
 
 import gzip
 import io
+import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
+from handgrad.export.serving import FaceServing, MnistServing, save
 from handgrad.pipelines import mnist, wider_face
+from handgrad.zoo.mnist.models import build_mnist_cnn
 from handgrad.zoo.run.train import train_and_evaluate
 
 TINY = {"model.filters": (4, 4, 4), "training.epochs": 1, "training.steps_per_epoch": 1,
@@ -131,16 +137,88 @@ def test_empty_wider_dir_names_the_annotation_file(tmp_path):
         wider_face.make_dataset(tmp_path, "train", batch_size=2)
 
 
+# ---- edge inputs -----------------------------------------------------------------------------
+
+def test_empty_mnist_test_split_names_the_file(mnist_dir, tmp_path):
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        shutil.copy(mnist_dir / name, tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 0, 28, 28))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 0))
+    with pytest.raises(mnist.IdxFormatError, match=r"t10k-images-idx3-ubyte: holds 0 images: "
+                       r"the test split is empty \(the official file holds 10000\)"):
+        train_and_evaluate("mnist_cnn", tmp_path / "run", tmp_path, verbose=0, overrides=TINY)
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_batch_at_the_mnist_signature_returns_empty_outputs(tmp_path):
+    """A batch of 0 images never reaches the network (TF's Conv2D passes an empty batch through
+    with its input shape, which the next layer refuses); a batch of 3 still matches the model."""
+    model = build_mnist_cnn(filters=(4, 4, 4))
+    save(MnistServing(model), tmp_path)
+    serve = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    for shape in ((0, 28, 28), (0, 28, 28, 1)):
+        out = serve(images=tf.zeros(shape, tf.uint8))
+        assert out["probabilities"].shape == (0, 10) and out["classes"].shape == (0,)
+    digits = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    np.testing.assert_allclose(serve(images=digits)["probabilities"].numpy(),
+                               model(digits[..., None] / 255.0, training=False).numpy(),
+                               atol=1e-6)
+
+
+class _FailsOnAnEmptyBatch(keras.Model):
+    """A stand-in detector that fails on a batch of 0 images, as the real network does."""
+
+    input_multiple = 32
+
+    def call(self, images, training=None):
+        return images
+
+    def detect(self, images, score_threshold, iou_threshold, max_detections):
+        batch = tf.shape(images)[0]
+        with tf.control_dependencies([tf.debugging.assert_positive(
+                batch, message="an empty batch reached the network")]):
+            return {"boxes": tf.zeros([batch, max_detections, 4]),
+                    "scores": tf.zeros([batch, max_detections]),
+                    "num_detections": tf.zeros([batch], tf.int32)}
+
+
+def test_empty_batch_at_the_face_signatures_returns_empty_outputs():
+    face = FaceServing(_FailsOnAnEmptyBatch(), input_size=64, max_detections=5)
+    png = io.BytesIO()
+    Image.new("RGB", (80, 48)).save(png, format="PNG")
+    for images, image_bytes in ((np.zeros((0, 48, 80, 3), np.uint8), [b""][:0]),
+                                (np.zeros((2, 48, 80, 3), np.uint8), [png.getvalue()] * 2)):
+        n = len(images)
+        for out in (face.serve_images(tf.constant(images)),
+                    face.serve_bytes(tf.constant(image_bytes, tf.string, shape=[n]))):
+            assert (out["boxes"].shape, out["scores"].shape, out["num_detections"].shape) == (
+                (n, 5, 4), (n, 5), (n,))
+
+
 # ---- configs and flags ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides, error, message", [
     (dict(config="nope"), ValueError, r"Unknown config 'nope'\. Known configs: .*mnist_cnn"),
     ({"training.epoch": 3}, ValueError,
      r"has no field 'training\.epoch'\. Known fields: .*training\.epochs"),
-    ({"training.batch_size": 0}, ValueError, r"batch_size must be a positive int\. Received: "
-                                             r"batch_size=0"),
+    ({"training.batch_size": 0}, ValueError, r"training\.batch_size must be an int >= 1\. "
+                                             r"Received: training\.batch_size=0"),
     ({"training.optimizer": "rmsprop"}, ValueError,
-     r"optimizer must be 'adam', 'adamw' or 'sgd'"),
+     r"training\.optimizer must be 'adam', 'adamw' or 'sgd'\. Received: "
+     r"training\.optimizer='rmsprop'"),
+    ({"training.learning_rate": -1e-3}, ValueError,
+     r"training\.learning_rate must be a number > 0\. Received: training\.learning_rate=-0\.001"),
+    ({"training.epochs": 0}, ValueError,
+     r"training\.epochs must be an int >= 1\. Received: training\.epochs=0"),
+    ({"training.steps_per_epoch": 0}, ValueError,
+     r"training\.steps_per_epoch must be None or an int >= 1\. "
+     r"Received: training\.steps_per_epoch=0"),
+    ({"data.train_limit": 10, "training.batch_size": 50}, ValueError,
+     r"data\.train_limit must be None or at least one batch \(training\.batch_size=50\): a "
+     r"smaller limit trains 0 steps\. Received: data\.train_limit=10"),
+    ({"seed": "1"}, ValueError, r"has no field 'seed'\. Did you mean 'training\.seed'\?"),
+    ({"task": "face"}, ValueError, r"'task' is fixed by the config \(mnist\); choose another "
+                                   r"--config"),
     ({"training.validate_every_epoch": "maybe"}, ValueError,
      r"training\.validate_every_epoch expects true/false\. Received: 'maybe'"),
     ({"training.epochs": "two"}, ValueError,
@@ -148,16 +226,51 @@ def test_empty_wider_dir_names_the_annotation_file(tmp_path):
     (dict(strategy="horovod"), ValueError, r"--strategy must be one of default, mirrored, "
                                            r"multi_worker, tpu\. Received: strategy='horovod'"),
     (dict(strategy="multi_worker"), ValueError, r"needs the TF_CONFIG environment variable"),
-], ids=["unknown_config", "unknown_field", "batch_size_0", "unknown_optimizer", "bad_bool",
-        "non_int_epochs", "unknown_strategy", "multi_worker_without_tf_config"])
+], ids=["unknown_config", "unknown_field", "batch_size_0", "unknown_optimizer",
+        "negative_learning_rate", "epochs_0", "steps_0", "train_limit_below_one_batch",
+        "undotted_seed", "set_task", "bad_bool", "non_int_epochs", "unknown_strategy",
+        "multi_worker_without_tf_config"])
 def test_bad_config_values(mnist_dir, tmp_path, monkeypatch, overrides, error, message):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     overrides = dict(overrides)
     config = overrides.pop("config", "mnist_cnn")
     strategy = overrides.pop("strategy", "default")
     with pytest.raises(error, match=message):
-        train_and_evaluate(config, tmp_path, mnist_dir, verbose=0, strategy=strategy,
+        train_and_evaluate(config, tmp_path / "run", mnist_dir, verbose=0, strategy=strategy,
                            overrides={**TINY, **overrides})
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"anchors.strides": "8,16,32,64,128"},
+     r"data\.image_sizes must be one or more sides, multiples of the largest of "
+     r"anchors\.strides=\(8, 16, 32, 64, 128\)\. Received: data\.image_sizes=\(256, 320, 384\)"),
+    ({"anchors.strides": "8,24"}, r"anchors\.strides must be consecutive powers of two"),
+    ({"anchors.negative_iou": "0.6"},
+     r"anchors\.negative_iou must be a number in \[0, anchors\.positive_iou\] "
+     r"\(anchors\.positive_iou=0\.5\)\. Received: anchors\.negative_iou=0\.6"),
+    ({"model.backbone": "vgg16"}, r"model\.backbone must be one of \[.*'resnet18'.*\]\. "
+                                  r"Received: model\.backbone='vgg16'"),
+], ids=["image_sizes_not_multiple_of_stride", "strides_not_powers_of_two",
+        "negative_iou_above_positive", "unknown_backbone"])
+def test_bad_face_config_values(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train_and_evaluate("face_small_synthetic", tmp_path / "run", tmp_path / "data",
+                           verbose=0, overrides=overrides)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_dotted_seed_is_set_and_steps_run_past_the_end_of_the_data(mnist_dir, tmp_path):
+    """`--set=training.seed=1` (a string, as from the command line) is used; 3 steps of 50
+    from 100 digits for 2 epochs run all 6 steps (the data repeats) instead of stopping after
+    the 2 batches there are."""
+    train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0, overrides={
+        **TINY, "training.seed": "1", "training.epochs": 2, "training.steps_per_epoch": 3,
+        "training.batch_size": 50, "data.train_limit": 100, "data.test_limit": 100})
+    saved = json.loads((tmp_path / "config.json").read_text())["config"]["training"]
+    assert saved["seed"] == 1
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert int(model.optimizer.iterations) == 2 * 3
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,11 +2,13 @@
 
 `dataset="synthetic"` generates the synthetic WIDER-format set (`pipelines.synthetic_faces`)
 into `data_dir` (default: `<tmp>/handgrad_synthetic_faces_<seed>_<train>_<val>`) when it is not
-there yet, so a fresh machine trains with no download. `dataset="wider_geometry"` likewise
-generates the WIDER-geometry set (`pipelines.wider_geometry`: real WIDER validation layouts, split
-by event) from the real ground truth in `data.geometry_source`; its `ground_truth/` holds the real
-`wider_{easy,medium,hard}_val.mat` restricted to its validation images, so AP easy / medium / hard
-mean what they mean on WIDER. `dataset="wider"` reads the official layout under `data_dir`, or
+there yet, so a fresh machine trains with no download; only into an absent or empty folder or
+an unfinished set of its own (`pipelines.generated`): a folder of other files is refused.
+`dataset="wider_geometry"` likewise generates the WIDER-geometry set
+(`pipelines.wider_geometry`: real WIDER validation layouts, split by event) from the real ground
+truth in `data.geometry_source`; its `ground_truth/` holds the real
+`wider_{easy,medium,hard}_val.mat` restricted to its validation images, so AP easy / medium /
+hard mean what they mean on WIDER. `dataset="wider"` reads the official layout under `data_dir`, or
 TFDS' prepared `wider_face` when `data_dir` is None.
 
 Training policy (`data.augment`): "seed" = `augment.ResizeFlipPolicy`, "crop_photometric" =
@@ -72,16 +74,36 @@ def resolve(data, data_dir):
         return resolve_geometry(data, data_dir), "files"
     if data.dataset != "synthetic":
         raise ValueError(f"data.dataset must be one of {DATASETS}. Received: {data.dataset!r}")
+    return resolve_synthetic(data, data_dir), "files"
+
+
+def resolve_synthetic(data, data_dir):
+    """The synthetic set of `data` in `data_dir`, generated there when absent or unfinished.
+
+    A finished set made with other options is an error (nothing is overwritten), as is a
+    non-empty folder that is not a synthetic set (refused by the generator: a user's folder is
+    never written into); a complete set from before the marker existed is used as it is.
+    """
+    options = synthetic_faces.generation_options(num_train=data.num_train,
+                                                 num_val=data.num_val, seed=data.data_seed)
     if data_dir is None:
         data_dir = _default_dir(
             f"handgrad_synthetic_faces_{data.data_seed}_{data.num_train}_{data.num_val}")
     data_dir = Path(data_dir)
-    marker = data_dir / "wider_face_split" / "wider_face_val_bbx_gt.txt"
-    if not marker.is_file():
-        logging.info("Generating the synthetic face set into %s", data_dir)
-        synthetic_faces.generate(data_dir, num_train=data.num_train, num_val=data.num_val,
-                                 seed=data.data_seed)
-    return data_dir, "files"
+    marker = synthetic_faces.read_marker(data_dir)
+    if marker is not None and marker.get("complete"):
+        differ = {k: (marker.get(k), v) for k, v in options.items() if marker.get(k) != v}
+        if differ:
+            raise ValueError(f"data_dir={data_dir} holds a synthetic face set made with other "
+                             f"options (found, expected): {differ}. Use another data_dir.")
+        return data_dir
+    if marker is None and synthetic_faces.is_unmarked_set(data_dir):
+        logging.info("Using the synthetic face set in %s (written before %s existed)", data_dir,
+                     synthetic_faces.MARKER)
+        return data_dir
+    logging.info("Generating the synthetic face set into %s", data_dir)
+    synthetic_faces.generate(data_dir, **options)
+    return data_dir
 
 
 def policy(data):

@@ -1,12 +1,23 @@
-"""What the four console commands share: dotted `--set` parsing, metric lines, one-line errors.
+"""What the four console commands share: dotted `--set` parsing, metric lines, one-line errors,
+and results printed before the optional artefacts are written.
 
-Every command reports bad input (a missing or corrupt file, a bad flag or config value) as one
-line `<command>: error: <what was expected, naming the file or argument>` and exit status 1;
-`--verbose` shows the traceback instead.
+Every command reports an error (a missing or corrupt file, a bad flag or config value, a full
+disk) as one line `<command>: error: <what was expected, naming the file or argument>` and exit
+status 1; Ctrl-C as `<command>: interrupted; <what a rerun does>` and exit status 130; `--verbose`
+shows the traceback instead. No traceback is printed without `--verbose`, also for errors nobody
+foresaw (those say so and ask for `--verbose`).
 """
 
 import contextlib
+import logging
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+
+# Errors that are the user's to fix (bad input, missing or corrupt files, a full disk).
+EXPECTED = (ValueError, OSError)
+MAX_MESSAGE = 1000  # characters of one error line; --verbose shows everything
 
 
 def parse_sets(items):
@@ -37,13 +48,78 @@ def define_verbose():
     flags.DEFINE_boolean("verbose", False, "Show the full traceback of an error.")
 
 
+def one_line(error):
+    """`Type: message` on one line (TF and Keras messages span many), cut at MAX_MESSAGE."""
+    text = " ".join(str(error).split())
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + " ... (--verbose shows all)"
+    return f"{type(error).__name__}: {text}"
+
+
 @contextlib.contextmanager
-def one_line_errors(command, verbose=False, errors=(ValueError, FileNotFoundError, OSError)):
-    """Turns `errors` raised inside into one `<command>: error: ...` line and exit status 1."""
+def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
+    """Turns errors raised inside into one `<command>: error: ...` line and exit status 1.
+
+    Args:
+        command: the command's name, first word of the line.
+        verbose: re-raise instead (the traceback is shown).
+        errors: the expected error types; any other exception is reported the same way, marked
+            as unexpected (rerun with --verbose and report it).
+        interrupted: optional callable returning what a rerun does after Ctrl-C (e.g. "rerun
+            the same command to resume from epoch 3"); the line ends with it, exit status 130.
+    """
     try:
         yield
-    except errors as e:
+    except KeyboardInterrupt:
         if verbose:
             raise
-        print(f"{command}: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        hint = interrupted() if interrupted is not None else "nothing was lost"
+        print(f"{command}: interrupted; {hint}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    except Exception as e:  # noqa: BLE001  (the one place every error becomes one line)
+        if verbose:
+            raise
+        unexpected = "" if isinstance(e, errors) else (
+            " (an unexpected error: rerun with --verbose for the traceback and report it)")
+        print(f"{command}: error: {one_line(e)}{unexpected}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def evaluate_and_report(task, model, config, data_dir, model_dir):
+    """Runs `task.evaluate`, prints its metrics, then puts its artefacts into `model_dir`.
+
+    The task writes its artefacts (plots, result files) into a staging folder; the metrics are
+    printed first, then each artefact is moved into `model_dir`. An artefact that cannot be
+    written there (read-only folder, full disk) is a warning: the printed results stand.
+    Returns the metrics.
+    """
+    if model_dir is None:
+        metrics = task.evaluate(model, config, data_dir, None)
+        print(format_metrics(metrics), flush=True)
+        return metrics
+    with tempfile.TemporaryDirectory(prefix="handgrad-artefacts-") as staging:
+        metrics = task.evaluate(model, config, data_dir, staging)
+        print(format_metrics(metrics), flush=True)
+        for item in sorted(Path(staging).iterdir()):
+            dest = Path(model_dir) / item.name
+            try:
+                _publish(item, dest)
+            except OSError as e:
+                logging.warning("could not write %s (%s: %s); the results above are complete",
+                                dest, type(e).__name__, e)
+    return metrics
+
+
+def _publish(item, dest):
+    """Moves a staged file or folder to `dest`, replacing a previous one (a file atomically)."""
+    if item.is_dir():
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        shutil.copytree(item, dest)
+        return
+    tmp = dest.with_name(f".tmp-{dest.name}")
+    try:
+        shutil.copyfile(item, tmp)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -5,8 +5,12 @@
 Loads `model_dir/model.keras` (written by `handgrad-train`), asks the config's task to evaluate
 it (MNIST: accuracy on the 10 000 test digits and `model_dir/confusion_matrix.png`; faces: WIDER
 AP easy / medium / hard and `model_dir/pr_curves.png`), and prints the metrics, one
-`name=value` per line, the task's headline metric last. Without `--config`, the config saved by
-training in `model_dir/config.json` is used.
+`name=value` per line, the task's headline metric last, before the plots are written (a plot
+that cannot be written, e.g. into a read-only model_dir, is a warning). Without `--config`, the
+config saved by training in `model_dir/config.json` is used; a `--config` of another task than
+the saved run's is refused. Errors are one `handgrad-eval: error: ...` line naming the file or
+argument (a missing, empty or unfinished model_dir, a damaged model.keras or config.json), exit
+status 1; `--verbose` shows the traceback.
 """
 
 from handgrad.zoo.run import cli, registry
@@ -23,10 +27,8 @@ def evaluate_model_dir(config, model_dir, data_dir=None, overrides=None):
     Returns: the task's metrics dict (also printed as `name=value` lines).
     """
     model, config = load_trained(model_dir, config)
-    config = registry.apply_overrides(config, overrides or {})
-    metrics = registry.get_task(config).evaluate(model, config, data_dir, model_dir)
-    print(cli.format_metrics(metrics), flush=True)
-    return metrics
+    config = registry.validate(registry.apply_overrides(config, overrides or {}))
+    return cli.evaluate_and_report(registry.get_task(config), model, config, data_dir, model_dir)
 
 
 def main(argv):

@@ -13,6 +13,8 @@ import dataclasses
 import importlib
 import typing
 
+from handgrad.zoo.run import config_rules
+
 CONFIGS = {
     "mnist_cnn": "handgrad.zoo.mnist.configs:mnist_cnn",
     "mlp": "handgrad.zoo.mnist.configs:mlp",
@@ -93,10 +95,15 @@ def _replace(section, path, value, full_name, prefix=""):
     """`section` with the field at the dotted `path` replaced (string values converted)."""
     name, _, rest = path.partition(".")
     fields = _fields(section)
+    if not prefix and name == "task":
+        raise ValueError(f"'task' is fixed by the config ({section.task}); choose another "
+                         "--config instead of --set=task=...")
     if name not in fields:
-        known = ", ".join(sorted(_dotted_names(section, prefix)))
-        raise ValueError(f"config {type(section).__name__} has no field {full_name!r}. "
-                         f"Known fields: {known}")
+        dotted = sorted(_dotted_names(section, prefix))
+        meant = [d for d in dotted if d.endswith(f".{full_name}")]
+        hint = f" Did you mean {' or '.join(repr(d) for d in meant)}?" if meant else ""
+        raise ValueError(f"config {type(section).__name__} has no field {full_name!r}.{hint} "
+                         f"Known fields: {', '.join(d for d in dotted if d != 'task')}")
     current = getattr(section, name)
     if rest:
         if not dataclasses.is_dataclass(current):
@@ -137,14 +144,20 @@ def apply_overrides(config, overrides, keep_none=False):
     return config
 
 
+def validate(config):
+    """Checks every field of `config` (`config_rules.py`): a value no run can use raises
+    ValueError naming its dotted field. Returns `config`."""
+    return config_rules.validate(config)
+
+
 def resolve_config(config, overrides=None):
-    """A config object from a name or a config, with `overrides` applied."""
+    """A config object from a name or a config, with `overrides` applied, validated."""
     if isinstance(config, str):
         config = get_config(config)
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"config must be a config name or a dataclass. "
                         f"Received: {type(config).__name__}")
-    return apply_overrides(config, overrides or {})
+    return validate(apply_overrides(config, overrides or {}))
 
 
 def from_saved(name, saved):
@@ -158,4 +171,4 @@ def from_saved(name, saved):
         sections = {k: v for k, v in saved.items() if isinstance(v, dict)}
     overrides = {f"{section}.{field}": tuple(value) if isinstance(value, list) else value
                  for section, fields in sections.items() for field, value in fields.items()}
-    return apply_overrides(config, overrides, keep_none=True)
+    return validate(apply_overrides(config, overrides, keep_none=True))

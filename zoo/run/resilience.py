@@ -6,9 +6,21 @@ temporary file in `model_dir/backup/`, flushed to disk, and renamed to
 `state-<epoch>.weights.h5`; only then is the pointer `backup/latest.json` replaced, again by
 write-to-temporary + `os.replace` (atomic on POSIX). A process killed at any instant therefore
 leaves `latest.json` naming a complete state; a half-written temporary is never named and is
-deleted on the next start. On start, the state named by `latest.json` is loaded and training
-continues at the epoch after it (epochs run after it are redone: the resume granularity is one
-epoch). The per-epoch weights `checkpoints/epoch_NNN.weights.h5` are written the same way.
+deleted on the next start. The per-epoch weights `checkpoints/epoch_NNN.weights.h5` (the same
+content) are written the same way, and so are `model.keras` and `config.json` (`write_atomically`).
+
+Resuming (`Resume`, the first callback of a run): the state named by `latest.json` is loaded and
+training continues at the epoch after it (epochs run after it are redone: the resume granularity
+is one epoch); the log says `resuming from epoch N of M (<state file>)`. When the pointer is
+missing, empty or invalid, or its state file is damaged (truncated, unreadable), the newest state
+that loads (backup states, then the per-epoch checkpoints) is used, and a warning names the
+damaged file, why it was passed over, and the state used instead. A state of another model (other
+shapes) is an error, never silently skipped.
+
+Full disk: a write that fails with ENOSPC (or that the free space cannot hold, checked before
+writing) raises `DiskFullError` ("the disk is full ..."), after removing its temporary file; the
+last good state stays named by `latest.json`. h5py reports its failed clean-up of the half-written
+file on stderr; that noise is dropped (the error itself is raised once).
 
 NaN/Inf (`NonFiniteGuard`): after every training step the loss is checked; on the first NaN or
 Inf, training stops, no checkpoint of that epoch is written (the last good one stays the one
@@ -22,26 +34,41 @@ Keras seeds: initial weights, shuffling, augmentation) plus
 its element order). Two CPU runs with the same seed and flags then give bit-identical weights.
 Op determinism is process-wide and slows some GPU kernels down.
 
-Fault injection for the crash test: the environment variable `HANDGRAD_FAULT` set to
-`kill_in_checkpoint:<E>` SIGKILLs the process halfway through writing the backup of epoch E
-(the temporary file is truncated to half, as an interrupted write leaves it). Unset, nothing
-happens.
+Fault injection for the tests, through the environment variable `HANDGRAD_FAULT`:
+`kill_in_checkpoint:<E>` SIGKILLs the process halfway through writing the backup of epoch E (the
+temporary file is truncated to half, as an interrupted write leaves it);
+`disk_full_in_checkpoint:<E>` makes that write fail as on a full disk (half a temporary file
+written, then OSError ENOSPC). Unset, nothing happens.
 """
 
+import contextlib
+import errno
+import io
 import json
+import logging
 import math
 import os
+import re
+import shutil
 import signal
+import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 LATEST = "latest.json"
+_EPOCH = re.compile(r"^(?:state-|epoch_)(\d+)\.weights\.h5$")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or Inf loss; the message names the step and last finite loss."""
+
+
+class DiskFullError(OSError):
+    """A checkpoint, model or log write failed for lack of disk space (errno ENOSPC)."""
 
 
 def enable_determinism(seed):
@@ -50,55 +77,226 @@ def enable_determinism(seed):
     tf.config.experimental.enable_op_determinism()
 
 
-def _fsync_replace(tmp, final):
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
 def _fault(kind):
     """The integer of `HANDGRAD_FAULT=<kind>:<N>`, or None."""
     name, _, value = os.environ.get("HANDGRAD_FAULT", "").partition(":")
     return int(value) if name == kind and value else None
 
 
-def write_json_atomically(path, data):
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data))
-    _fsync_replace(tmp, path)
+@contextlib.contextmanager
+def _h5py_cleanup_noise_dropped_on_failure():
+    """Holds back stderr and unraisable-exception reports while a file is written.
+
+    After a failed write h5py's object destructors print a traceback per object (Cython prints
+    it, then reports it as unraisable); the write error itself is raised, so on failure these
+    are dropped. On success whatever was written to stderr is passed on.
+    """
+    held, previous_hook = io.StringIO(), sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+        sys.stderr.write(held.getvalue())  # reached on success only
+    finally:
+        sys.unraisablehook = previous_hook
 
 
-def save_weights_atomically(model, path, fault_epoch=None):
-    """`model.save_weights(path)` through a temporary file and a rename."""
+def _disk_full(path, detail):
+    return DiskFullError(errno.ENOSPC, f"the disk is full: {detail} while writing {path}")
+
+
+def _check_free_space(path, needed):
+    free = shutil.disk_usage(Path(path).parent).free
+    if needed is not None and free < needed:
+        raise _disk_full(path, f"{free / 1e6:.1f} MB free, about {needed / 1e6:.1f} MB needed")
+
+
+def write_atomically(path, write, needed=None, fault_epoch=None):
+    """Calls `write(tmp)` for a temporary sibling of `path`, flushes it, renames it to `path`.
+
+    Args:
+        path: the final file. write: writes a file at the path it is given.
+        needed: bytes the file is expected to take (checked against the free space first).
+        fault_epoch: the epoch for the `HANDGRAD_FAULT` hooks (module docstring), or None.
+    On any failure the temporary file is removed and `path` is untouched; a full disk raises
+    `DiskFullError` naming `path`.
+    """
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")  # keeps the .weights.h5 suffix Keras asks for
-    model.save_weights(str(tmp), overwrite=True)
-    if fault_epoch is not None and _fault("kill_in_checkpoint") == fault_epoch:
+    tmp = path.with_name(f".tmp-{path.name}")  # keeps the suffix (.weights.h5, .keras)
+    _check_free_space(path, needed)
+    try:
+        with _h5py_cleanup_noise_dropped_on_failure():
+            write(tmp)
+            if fault_epoch is not None:
+                _inject_fault(tmp, fault_epoch)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _FULL:
+            raise _disk_full(path, "no space left on the device") from None
+        raise
+
+
+def _inject_fault(tmp, epoch):
+    if epoch in (_fault("kill_in_checkpoint"), _fault("disk_full_in_checkpoint")):
         with open(tmp, "rb+") as f:
             f.truncate(tmp.stat().st_size // 2)
+    if _fault("kill_in_checkpoint") == epoch:
         os.kill(os.getpid(), signal.SIGKILL)
-    _fsync_replace(tmp, path)
+    if _fault("disk_full_in_checkpoint") == epoch:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+
+def write_json_atomically(path, data):
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2,
+                                                                      default=str)))
+
+
+def _state_bytes(model, like):
+    """Expected size of a state file: the newest existing one's, else the variables' bytes."""
+    if like is not None and like.is_file():
+        return like.stat().st_size
+    variables = list(model.variables) + list(getattr(model.optimizer, "variables", []))
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def save_weights_atomically(model, path, fault_epoch=None, like=None):
+    """`model.save_weights(path)` through a temporary file and a rename (`write_atomically`);
+    `like`: a previous state file whose size predicts this one's."""
+    write_atomically(path, lambda tmp: model.save_weights(str(tmp), overwrite=True),
+                     needed=_state_bytes(model, like), fault_epoch=fault_epoch)
+
+
+def save_model_atomically(model, path):
+    """`model.save(path)` (a `.keras` file) through a temporary file and a rename."""
+    write_atomically(path, lambda tmp: model.save(str(tmp)), needed=_state_bytes(model, None))
 
 
 def read_latest(backup_dir):
-    """The `latest.json` record `{"epoch": E, "file": name}` or None when there is none."""
+    """The `latest.json` record `{"epoch": E, "file": name}`, or None when there is none.
+
+    Raises ValueError naming the file when it is empty or invalid or names a missing state.
+    """
     path = Path(backup_dir) / LATEST
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    if not (Path(backup_dir) / record["file"]).is_file():
-        raise FileNotFoundError(f"{path} names {record['file']}, which is "
-                                "missing; delete the backup folder to start over.")
-    return record
+    try:
+        record = json.loads(path.read_text())
+        epoch, name = int(record["epoch"]), str(record["file"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} is empty or invalid (expected "
+                         '{"epoch": E, "file": "state-....weights.h5"})') from None
+    if not (Path(backup_dir) / name).is_file():
+        raise ValueError(f"{path} names {name}, which is missing")
+    return {"epoch": epoch, "file": name}
+
+
+def saved_states(backup_dir, checkpoint_dir=None):
+    """`[(epoch, path)]` of every saved training state, newest epoch first (a backup state
+    before the per-epoch checkpoint of the same epoch)."""
+    found = []
+    for rank, folder in enumerate((backup_dir, checkpoint_dir)):
+        if folder is None or not Path(folder).is_dir():
+            continue
+        for path in Path(folder).iterdir():
+            match = _EPOCH.match(path.name)
+            if match and path.is_file():
+                found.append((-int(match.group(1)), rank, path))
+    return [(-neg, path) for neg, _, path in sorted(found)]
+
+
+def restore(model, backup_dir, checkpoint_dir=None):
+    """Loads the newest intact training state into `model`; returns `(epoch, path)` or None.
+
+    The state named by `latest.json` comes first; when the pointer or its file is damaged, the
+    next states are tried newest first and a warning names what was passed over and why, and
+    the state used. Raises ValueError when states exist but none loads (naming each and why),
+    or when a state holds another model (other variable shapes).
+    """
+    problems = []
+    try:
+        record = read_latest(backup_dir)
+    except ValueError as e:
+        record, problems = None, [str(e)]
+    candidates = saved_states(backup_dir, checkpoint_dir)
+    if record is not None:
+        named = (record["epoch"], Path(backup_dir) / record["file"])
+        candidates = [named] + [c for c in candidates if c[1] != named[1]]
+    elif candidates and not problems:
+        problems.append(f"{Path(backup_dir) / LATEST} is missing")
+    for epoch, path in candidates:
+        try:
+            model.load_weights(str(path))
+        except (OSError, KeyError) as e:
+            problems.append(f"{path} cannot be read ({' '.join(str(e).split())})")
+            continue
+        except ValueError as e:
+            raise ValueError(
+                f"cannot resume from {path}: it holds the training state of another model or "
+                f"optimizer ({' '.join(str(e).split())[:300]}). Rerun with the config and "
+                "flags of the run that wrote it, or use another --model_dir.") from None
+        if problems:
+            logging.warning("%s; resuming from the newest intact state, %s (epoch %d)",
+                            "; ".join(problems), path, epoch)
+        return epoch, path
+    if problems:
+        raise ValueError(f"no intact training state to resume from: {'; '.join(problems)}. "
+                         f"Nothing in {backup_dir} can be loaded: move it aside to start "
+                         "training over.")
+    return None
+
+
+def resume_hint(backup_dir):
+    """What a rerun of an interrupted training command does (for the Ctrl-C line)."""
+    try:
+        record = read_latest(backup_dir)
+    except ValueError:
+        record = None
+    if record is None:
+        return "no epoch had finished; rerun the same command to start again"
+    return f"rerun the same command to resume from epoch {record['epoch']}"
+
+
+class Resume(keras.callbacks.Callback):
+    """The first callback of a run: restores the newest intact state (`restore`) and sets the
+    initial epoch; logs `resuming from epoch N of M (<file>)`; then calls `then()` (train.py
+    writes config.json there: only once the state has loaded, nothing else having been written).
+
+    Args: backup_dir, checkpoint_dir: as for `AtomicBackup`. then: optional callable.
+    """
+
+    def __init__(self, backup_dir, checkpoint_dir=None, then=None):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.then = then
+        self.resumed_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.backup_dir, self.checkpoint_dir):
+            for stale in folder.glob(".tmp-*") if folder and folder.is_dir() else ():
+                stale.unlink()  # left by a process killed mid-write
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        found = restore(self.model, self.backup_dir, self.checkpoint_dir)
+        if found is not None:
+            self.resumed_epoch = found[0]
+            self.model._initial_epoch = found[0]  # as keras.callbacks.BackupAndRestore
+            logging.info("resuming from epoch %d of %s (%s)", found[0],
+                         self.params.get("epochs", "?"), found[1])
+        if self.then is not None:
+            self.then()
 
 
 class AtomicBackup(keras.callbacks.Callback):
-    """Resumable training state, written atomically at the end of every epoch.
+    """Resumable training state, written atomically at the end of every epoch (last callback).
 
     Args:
         backup_dir: folder for `state-<epoch>.weights.h5` and `latest.json`.
-        checkpoint_dir: if given, also writes `epoch_NNN.weights.h5` (model weights only) there.
+        checkpoint_dir: if given, also writes `epoch_NNN.weights.h5` there.
         keep: how many states to keep (older ones are deleted after the pointer moved).
         guard: a `NonFiniteGuard`; nothing is written once it has tripped.
     """
@@ -109,35 +307,40 @@ class AtomicBackup(keras.callbacks.Callback):
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.keep = keep
         self.guard = guard
-        self.resumed_epoch = 0
-
-    def on_train_begin(self, logs=None):
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.backup_dir.glob(".tmp-*"):  # left by a process killed mid-write
-            stale.unlink()
-        record = read_latest(self.backup_dir)
-        if record is None:
-            return
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(self.backup_dir / record["file"]))
-        self.resumed_epoch = int(record["epoch"])
-        self.model._initial_epoch = self.resumed_epoch  # as keras.callbacks.BackupAndRestore
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.tripped:
             return
         done = epoch + 1
         name = f"state-{done:04d}.weights.h5"
-        save_weights_atomically(self.model, self.backup_dir / name, fault_epoch=done)
-        write_json_atomically(self.backup_dir / LATEST, {"epoch": done, "file": name})
         states = sorted(self.backup_dir.glob("state-*.weights.h5"))
-        for old in states[:-self.keep]:
-            old.unlink()
-        if self.checkpoint_dir is not None:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            save_weights_atomically(self.model,
-                                    self.checkpoint_dir / f"epoch_{done:03d}.weights.h5")
+        try:
+            save_weights_atomically(self.model, self.backup_dir / name, fault_epoch=done,
+                                    like=states[-1] if states else None)
+            write_json_atomically(self.backup_dir / LATEST, {"epoch": done, "file": name})
+            for old in sorted(self.backup_dir.glob("state-*.weights.h5"))[:-self.keep]:
+                old.unlink()
+            if self.checkpoint_dir is not None:
+                self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                save_weights_atomically(self.model,
+                                        self.checkpoint_dir / f"epoch_{done:03d}.weights.h5",
+                                        like=self.backup_dir / name)
+        except DiskFullError as e:
+            raise DiskFullError(errno.ENOSPC, f"{e.strerror}. Training stopped after epoch "
+                                f"{done}; {last_good_state(self.backup_dir)} Free some space "
+                                "and rerun the same command to resume.") from None
+
+
+def last_good_state(backup_dir):
+    """A sentence naming the state a rerun resumes from."""
+    try:
+        record = read_latest(backup_dir)
+    except ValueError as e:
+        return f"{e}: a rerun resumes from the newest intact state."
+    if record is None:
+        return "no epoch had finished, so there is no checkpoint."
+    return (f"the last good checkpoint (epoch {record['epoch']}) is kept in "
+            f"{Path(backup_dir) / record['file']}.")
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
@@ -166,12 +369,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     def error(self, backup_dir=None):
         """The `NonFiniteLossError` describing the trip."""
-        where = ""
-        if backup_dir is not None:
-            record = read_latest(backup_dir)
-            where = (f" The last good checkpoint (epoch {record['epoch']}) is kept in "
-                     f"{Path(backup_dir) / record['file']}." if record else
-                     " No epoch had finished, so there is no checkpoint.")
+        state = "" if backup_dir is None else last_good_state(backup_dir)
+        where = f" {state[:1].upper()}{state[1:]}" if state else ""
         last = "none (the first step was already non-finite)" if self.last_finite is None \
             else f"{self.last_finite:.6g}"
         return NonFiniteLossError(

@@ -17,7 +17,13 @@ What a run leaves in `model_dir`:
                                  before its checkpoint is redone and logged again)
     model.keras                  the final model (loads with keras.models.load_model after
                                  `import handgrad`)
-and the task's metrics are printed last, one `name=value` per line (MNIST: `test_accuracy=...`).
+and the task's metrics are printed last, one `name=value` per line (MNIST: `test_accuracy=...`),
+before the task's artefacts (plots, result files) are moved into `model_dir` (`cli.py`: one that
+cannot be written is a warning).
+
+Nothing is written before the run is known to fit `model_dir` (`model_dir.check_can_train`): a
+folder of other files, or a run of another config or of another model / optimizer, is refused
+with a message naming both; config.json is (re)written only once the saved state has loaded.
 
 The task (`registry.TASKS[config.task]`) provides `build_model(config)`,
 `datasets(config, data_dir)` and `evaluate(model, config, data_dir, model_dir)`; configs are
@@ -34,9 +40,13 @@ Scale and resilience (see `distribute.py` and `resilience.py`):
     --seed         seeds everything and enables TF op determinism: bit-identical CPU runs
 A NaN or Inf loss stops training with `NonFiniteLossError` (exit status 1 from the command),
 naming the step and the last finite loss; the last good checkpoint is kept. The command prints
-bad-input errors (ValueError, FileNotFoundError: unknown config, bad field values, missing or
-corrupt data files) as one `handgrad-train: error: ...` line and exits with status 1.
+every error (unknown config, bad field values, missing or corrupt data files, a full disk) as one
+`handgrad-train: error: ...` line and exits with status 1 (`--verbose`: the traceback); Ctrl-C
+prints `handgrad-train: interrupted; rerun the same command to resume from epoch N` (status 130),
+and the rerun logs `resuming from epoch N of M (<state file>)`.
 """
+
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -77,10 +87,10 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, overrides=None, verb
     if seed is not None:
         resilience.enable_determinism(seed)
     model_dir = distribute.worker_model_dir(strategy, model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model_dir_lib.write_config(model_dir, model_dir_lib.config_record(
+    record = model_dir_lib.config_record(
         name, config, strategy=type(strategy).__name__, replicas=strategy.num_replicas_in_sync,
-        mixed_precision=bool(mixed_precision), sync_batch_norm=bool(sync_batch_norm)))
+        mixed_precision=bool(mixed_precision), sync_batch_norm=bool(sync_batch_norm))
+    model_dir_lib.check_can_train(model_dir, record, config)  # before anything is written
     task = registry.get_task(config)
     previous_policy = keras.config.dtype_policy()
     if mixed_precision:
@@ -95,18 +105,27 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, overrides=None, verb
                 model.optimizer = keras.optimizers.LossScaleOptimizer(model.optimizer)
         if sync_batch_norm:
             distribute.synchronize_batch_norm(model)
-        model_dir_lib.update_run(model_dir, optimizer=type(model.optimizer).__name__)
-        return _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy)
+        record["run"]["optimizer"] = type(model.optimizer).__name__
+        return _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy,
+                                 record)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy):
+def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy, record):
     train_ds, eval_ds = task.datasets(config, data_dir)
+    if config.training.steps_per_epoch:
+        # Keras keeps one iterator across epochs when steps_per_epoch is given: a finite dataset
+        # runs out and fit stops early with only a warning, so epochs are batches, not passes.
+        train_ds = train_ds.repeat()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         distribute.prepare_multi_worker_fit(model, strategy, train_ds)
+    model_dir.mkdir(parents=True, exist_ok=True)
     guard = resilience.NonFiniteGuard()
+    # First: restore the newest intact state; config.json is written only once it has loaded.
     callbacks = [
+        resilience.Resume(model_dir / "backup", model_dir / "checkpoints",
+                          then=lambda: model_dir_lib.write_config(model_dir, record)),
         guard,
         EpochTimer(),
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
@@ -126,10 +145,8 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
                   verbose=verbose, shuffle=False)  # the task's dataset shuffles itself
     if guard.tripped:
         raise guard.error(model_dir / "backup")
-    model.save(model_dir / "model.keras")
-    metrics = task.evaluate(model, config, data_dir, model_dir)
-    print(cli.format_metrics(metrics), flush=True)
-    return metrics
+    resilience.save_model_atomically(model, model_dir / "model.keras")
+    return cli.evaluate_and_report(task, model, config, data_dir, model_dir)
 
 
 def _define_flags():
@@ -162,8 +179,10 @@ def main(argv):
 
     f = flags.FLAGS
     # A diverged run is reported like bad input: one line naming the step, exit status 1.
+    backup = Path(f.model_dir) / "backup"
     with cli.one_line_errors("handgrad-train", f.verbose,
-                             (resilience.NonFiniteLossError, ValueError, OSError)):
+                             (resilience.NonFiniteLossError, ValueError, OSError),
+                             interrupted=lambda: resilience.resume_hint(backup)):
         cli.no_extra_arguments(argv)
         overrides = {"training.epochs": f.epochs, "training.batch_size": f.batch_size,
                      "training.steps_per_epoch": f.steps,
