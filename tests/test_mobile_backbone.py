@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from handgrad.zoo.face import configs
+from handgrad.zoo.face import configs, pyramid
 from handgrad.zoo.face.anchors import Anchors
 from handgrad.zoo.face.backbones import BACKBONES, build_backbone, mobilenet
+from handgrad.zoo.face.heads import detection_heads
 from handgrad.zoo.face.retinanet import FaceDetector
 from handgrad.zoo.run import registry
 
@@ -103,7 +104,7 @@ def _separable(c_in, c_out):
 
 
 def test_mobile_detector_parameter_count():
-    """0.30 M weights (RetinaFace-MobileNet0.25: ~0.43 M with its SSH context modules and
+    """0.30 M weights (RetinaFace-MobileNet0.25: ~0.4 M with its SSH context modules and
     landmark head), counted by hand from the layout."""
     backbone = 218_544  # keras.applications.MobileNet(alpha=0.25, include_top=False)
     laterals = sum(c * 64 + 64 for c in (64, 128, 256))  # 1x1 on C3, C4, C5
@@ -160,3 +161,21 @@ def test_face_mobile_wider_has_retinaface_mobile_anchors():
     assert anchors.strides == (8, 16, 32)
     np.testing.assert_allclose(anchors.sizes_per_level, [(16, 32), (64, 128), (256, 512)],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("part", ["heads", "pyramid"])
+def test_separable_layers_start_with_the_gain_of_the_full_convolutions(part):
+    """At initialisation the separable pyramid and heads scale their outputs as the full 3x3
+    convolutions do (RetinaNet's N(0, 0.01^2) heads, Glorot pyramid): no batch norm there would
+    undo a smaller start (Keras' depthwise default is ~sqrt(C) times too small)."""
+    c3, c4, c5 = (keras.Input((s, s, 64 * 2**i)) for i, s in enumerate((32, 16, 8)))
+    x = [np.random.default_rng(i).normal(size=(4, *t.shape[1:])).astype(np.float32)
+         for i, t in enumerate((c3, c4, c5))]
+    spread = []
+    for separable in (False, True):
+        keras.utils.set_random_seed(3)
+        p = pyramid.feature_pyramid([c3, c4, c5], (3, 4, 5, 6), 64, separable=separable)
+        if part == "heads":
+            p = list(detection_heads(p, (3, 4, 5, 6), 3, 64, 2, 2, separable=separable))
+        spread.append([float(np.std(out)) for out in keras.Model([c3, c4, c5], p)(x)])
+    np.testing.assert_allclose(spread[1], spread[0], rtol=0.25)

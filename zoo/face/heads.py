@@ -12,9 +12,9 @@ output bias b = -log((1 - pi) / pi) with prior pi = 0.01, so every anchor starts
 the ~10^4 background anchors do not swamp the first iterations' loss.
 
 `separable=True` (the mobile detector) makes every 3x3 head convolution depthwise-separable
-(`layers.SeparableConv2D`, same layer names): the depthwise kernels keep Keras' default
-initialisation and the pointwise kernels take the N(0, 0.01^2) above, so the outputs start as
-small as RetinaNet's and the class bias sets p = pi alike.
+(`layers.SeparableConv2D`, same layer names), initialised with the gain of the convolution it
+replaces: depthwise N(0, 1/9) (unit gain, `pyramid.unit_gain_depthwise`), pointwise N(0, 0.03^2),
+so Var out = 9 (1/9) C 0.03^2 Var in = 9 C 0.01^2 Var in, as for the full 3x3 N(0, 0.01^2) kernel.
 
 The per-level outputs are flattened in the anchor order of anchors.py (level, row, column,
 anchor) and concatenated: cls_logits `(B, A_total, 1)`, box_deltas `(B, A_total, 4)`.
@@ -25,6 +25,7 @@ import math
 import keras
 
 import handgrad.layers
+from handgrad.zoo.face.pyramid import unit_gain_depthwise
 
 
 def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_convs=3,
@@ -47,11 +48,13 @@ def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_con
     layers = handgrad.layers if layers is None else layers
 
     def conv(filters, name, **kwargs):
-        init = keras.initializers.RandomNormal(stddev=0.01)
         if separable:
-            return layers.SeparableConv2D(filters, 3, padding="same", pointwise_initializer=init,
-                                          name=name, **kwargs)
-        return layers.Conv2D(filters, 3, padding="same", kernel_initializer=init, name=name,
+            return layers.SeparableConv2D(
+                filters, 3, padding="same", depthwise_initializer=unit_gain_depthwise(),
+                pointwise_initializer=keras.initializers.RandomNormal(stddev=0.03), name=name,
+                **kwargs)
+        return layers.Conv2D(filters, 3, padding="same", name=name,
+                             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
                              **kwargs)
 
     def tower(prefix, n):

@@ -16,7 +16,12 @@ sides must be multiples of 32 so that every Up2(P_{k+1}') has the size of L_k.
 
 With `separable=True` (the mobile detector's light pyramid) the 3x3 convolutions P_k, P6, P7 are
 depthwise-separable, 3x3 depthwise + 1x1 pointwise: 9 C + C^2 multiply-adds per output pixel
-instead of 9 C^2, 7.9 x fewer at C = 64. Layer names stay the same.
+instead of 9 C^2, 7.9 x fewer at C = 64. Layer names stay the same. The depthwise kernels start
+from N(0, 1/9), unit gain over each channel's 9 taps, and the pointwise kernels keep Keras'
+Glorot default, so each layer starts with the gain of the full 3x3 Glorot convolution it replaces
+(Var out / Var in = 2 C_in / (C_in + C_out) for both). Keras' own depthwise default counts the C
+channels into the fan-in and would shrink every layer's output ~sqrt(C) times more; this pyramid
+and the heads have no batch norm to undo that.
 """
 
 import keras
@@ -29,9 +34,15 @@ def backbone_levels(levels):
     return tuple(range(min(levels), 6))
 
 
+def unit_gain_depthwise():
+    """N(0, 1/9): a 3x3 depthwise kernel that keeps each channel's variance."""
+    return keras.initializers.RandomNormal(stddev=1.0 / 3.0)
+
+
 def _conv3x3(layers, filters, strides, separable, name):
     if separable:
-        return layers.SeparableConv2D(filters, 3, strides=strides, padding="same", name=name)
+        return layers.SeparableConv2D(filters, 3, strides=strides, padding="same",
+                                      depthwise_initializer=unit_gain_depthwise(), name=name)
     return layers.Conv2D(filters, 3, strides=strides, padding="same", name=name)
 
 
