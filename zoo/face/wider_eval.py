@@ -39,10 +39,10 @@ Where the common Python port (wondervictor/WiderFace-Evaluation, `evaluation.py`
   proposals/recall at the *last* index above a threshold, different PR points;
 - its score normalisation starts from max = 0 and min = 1 instead of realmin / realmax, which
   changes the normalised scores when every score is above 1 (e.g. logits) or none is positive.
-Its own additions, for cases where MATLAB errors or yields NaN: a missing result file counts as an
-image with no detections (logged); when all scores are equal (max == min, in single precision
-with "matlab") they are normalised to 1.0 instead of MATLAB's 0/0 = NaN (which would drop every
-detection); a setting with no counted faces gets AP NaN.
+This module's own additions, for cases where MATLAB errors or yields NaN: a missing result file
+counts as an image with no detections (logged); when all scores are equal (max == min, in single
+precision with "matlab") they are normalised to 1.0 instead of MATLAB's 0/0 = NaN (which would
+drop every detection); a setting with no counted faces gets AP NaN.
 """
 
 import functools
