@@ -11,19 +11,34 @@ the same command; it resumes from the last complete checkpoint and finishes.
 Accuracy band: the same command uninterrupted (3 epochs of 60 steps of batch 50, a fig. 10 model
 of width 8-16-16) reaches 0.929 on the first 1000 test digits; the resumed run must reach > 0.90
 (it redoes epoch 2 on other batches and with the learning rate schedule of that epoch).
+
+In-process, on the tiny run of conftest.py: a damaged latest state (truncated file, empty
+latest.json) is passed over for the newest intact one, with a warning naming both, and the rerun
+trains only the epochs after it (history.csv); when every state is damaged the error names each
+and nothing is deleted; a full disk while writing the epoch-2 state (fault hook
+`disk_full_in_checkpoint:2`) stops with DiskFullError, no temporary file left, epoch 1 named and
+loadable; too little free space is refused before a byte is written.
 """
 
 import csv
+import errno
 import json
+import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import keras
+import pytest
 
 import handgrad  # noqa: F401
+from handgrad.zoo.mnist.models import build_mnist_cnn
+from handgrad.zoo.run import resilience
+from handgrad.zoo.run.train import train_and_evaluate
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("HANDGRAD_FAULT", None)
@@ -100,3 +115,86 @@ def test_sigkill_mid_epoch_and_mid_checkpoint_then_resume(mnist_dir, tmp_path):
     accuracy = float(out.strip().splitlines()[-1].split("=")[1])
     print(f"resumed run: test_accuracy={accuracy}")
     assert accuracy > 0.90
+
+
+# ---- damaged backups and a full disk (in-process, tiny runs) -------------------------------
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize("damage, used, why", [
+    (lambda b: _truncate(b / "state-0002.weights.h5"), r"checkpoints/epoch_002\.weights\.h5",
+     r"backup/state-0002\.weights\.h5 cannot be read \(Unable to synchronously open file "
+     r"\(truncated file"),
+    (lambda b: (b / "latest.json").write_text(""), r"backup/state-0002\.weights\.h5",
+     r"backup/latest\.json is empty or invalid"),
+], ids=["truncated_state", "empty_latest_json"])
+def test_damaged_latest_backup_resumes_from_the_newest_intact_state(
+        tiny_mnist_run, tiny_run_overrides, mnist_dir, tmp_path, caplog, damage, used, why):
+    shutil.copytree(tiny_mnist_run, tmp_path / "run")
+    damage(tmp_path / "run" / "backup")
+    with caplog.at_level(logging.INFO):
+        train_and_evaluate("mnist_cnn", tmp_path / "run", mnist_dir, verbose=0,
+                           overrides={**tiny_run_overrides, "training.epochs": 3})
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert re.search(rf"{why}.*; resuming from the newest intact state, .*{used} \(epoch 2\)",
+                     warning), warning
+    assert re.search(rf"resuming from epoch 2 of 3 \(.*{used}\)", caplog.text)
+    assert _epochs(tmp_path / "run") == [0, 1, 2]  # epoch 3 only; from scratch: 0, 1, 0, 1, 2
+    assert "delete" not in caplog.text.lower()
+
+
+def test_every_state_damaged_is_an_error_naming_each_and_deleting_none(
+        tiny_mnist_run, tiny_run_overrides, mnist_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_mnist_run, run)
+    states = sorted(run.glob("*/*.weights.h5"))
+    for path in states:
+        _truncate(path)
+    config = (run / "config.json").read_bytes()
+    with pytest.raises(ValueError, match=r"no intact training state to resume from: "
+                                         r".*state-0002\.weights\.h5 cannot be read.*"
+                                         r"epoch_001\.weights\.h5 cannot be read.*Nothing in "
+                                         r".*backup can be loaded: move it aside"):
+        train_and_evaluate("mnist_cnn", run, mnist_dir, verbose=0,
+                           overrides={**tiny_run_overrides, "training.epochs": 3})
+    assert all(p.stat().st_size == 1000 for p in states)  # nothing deleted or rewritten
+    assert (run / "config.json").read_bytes() == config
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_last_good_state(
+        tiny_run_overrides, mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HANDGRAD_FAULT", "disk_full_in_checkpoint:2")
+    with pytest.raises(resilience.DiskFullError,
+                       match=r"the disk is full: no space left on the device while writing "
+                             r".*state-0002\.weights\.h5\. Training stopped after epoch 2; the "
+                             r"last good checkpoint \(epoch 1\) is kept in .*state-0001"):
+        train_and_evaluate("mnist_cnn", tmp_path, mnist_dir, verbose=0,
+                           overrides=tiny_run_overrides)
+    assert not list(tmp_path.rglob(".tmp-*")) and not (tmp_path / "model.keras").exists()
+    assert resilience.read_latest(tmp_path / "backup") == {"epoch": 1,
+                                                           "file": "state-0001.weights.h5"}
+    model = build_mnist_cnn(filters=(4, 4, 4))
+    model.load_weights(tmp_path / "backup" / "state-0001.weights.h5", skip_mismatch=False)
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    target = tmp_path / "model.keras"
+    target.write_bytes(b"previous")
+    monkeypatch.setattr(resilience.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(
+        total=10**9, used=10**9 - 1000, free=1000))
+    calls = []
+    with pytest.raises(resilience.DiskFullError, match=r"the disk is full: 0\.0 MB free, about "
+                                                       r"2\.0 MB needed while writing .*model"):
+        resilience.write_atomically(target, calls.append, needed=2_000_000)
+    assert calls == [] and target.read_bytes() == b"previous"
+    monkeypatch.undo()
+
+    def half_then_full(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(resilience.DiskFullError, match="the disk is full"):
+        resilience.write_atomically(target, half_then_full)
+    assert target.read_bytes() == b"previous" and sorted(tmp_path.iterdir()) == [target]
