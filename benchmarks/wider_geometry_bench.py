@@ -40,7 +40,6 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from handgrad.pipelines import wider_face, wider_geometry  # noqa: E402
-from handgrad.zoo.face import data as face_data  # noqa: E402
 from handgrad.zoo.face import evaluation, wider_eval  # noqa: E402
 from handgrad.zoo.face.anchors import Anchors  # noqa: E402
 from handgrad.zoo.run import model_dir as model_dir_lib  # noqa: E402
@@ -94,10 +93,23 @@ def overrides_for(args, steps):
 
 
 def train(name, model_dir, data_dir, overrides):
-    """Trains + evaluates `name`; returns (metrics, training + evaluation seconds)."""
-    start = time.perf_counter()
-    metrics = train_and_evaluate(name, model_dir, data_dir, overrides=overrides, verbose=2)
-    return metrics, time.perf_counter() - start
+    """Trains + evaluates `name` unless model_dir already holds that run (a rerun resumes the
+    benchmark); returns (AP metrics recomputed from the result files, training seconds)."""
+    model_dir = Path(model_dir)
+    wanted = registry.resolve_config(name, overrides)
+    if (model_dir / "model.keras").is_file() and (model_dir / "wider_results").is_dir():
+        if model_dir_lib.saved_config(model_dir) != wanted:
+            raise ValueError(f"{model_dir} holds another run than {name} with {overrides}: "
+                             "delete it or pass another --out_dir.")
+    else:
+        train_and_evaluate(name, model_dir, data_dir, overrides=overrides, verbose=2)
+    predictions = wider_eval.read_results(model_dir / "wider_results")
+    images = wider_eval.load_ground_truth(str(wider_eval.find_ground_truth_dir(data_dir)))
+    images = [entry for entry in images if entry[0] in predictions]
+    aps = wider_eval.evaluate_images(predictions, images)
+    history = np.genfromtxt(model_dir / "history.csv", delimiter=",", names=True)
+    return ({"val_images": len(images), **{f"ap_{k}": float(v) for k, v in aps.items()}},
+            float(np.sum(history["epoch_seconds"])))
 
 
 def curves_of(model_dir, data_dir):
@@ -134,31 +146,34 @@ def run_models(args, data_dir, common):
     for key, name in (("seed", SEED), ("improved", IMPROVED)):
         metrics, seconds = train(name, dirs[key], data_dir, common)
         result.update(flatten(key, metrics))
-        result[f"{key}.train_eval_s"] = round(seconds, 1)
+        result[f"{key}.train_s"] = round(seconds, 1)
     if args.p2_study:
         dirs["improved_p2"] = args.out_dir / "improved_p2"
         metrics, seconds = train(IMPROVED, dirs["improved_p2"], data_dir,
                                  {**common, "anchors.strides": P2_STRIDES})
         result.update(flatten("improved_p2", metrics))
-        result["improved_p2.train_eval_s"] = round(seconds, 1)
+        result["improved_p2.train_s"] = round(seconds, 1)
+    cache = args.out_dir / "variants.json"  # scored variants, kept for a rerun
+    done = json.loads(cache.read_text()) if cache.is_file() else {}
     for name, (key, overrides) in VARIANTS.items():
-        metrics, seconds = score_variant(dirs[key], data_dir, overrides)
-        result.update(flatten(name, metrics))
-        result[f"{name}.eval_s"] = round(seconds, 1)
+        if name not in done:
+            metrics, seconds = score_variant(dirs[key], data_dir, overrides)
+            done[name] = {**flatten(name, metrics), f"{name}.eval_s": round(seconds, 1)}
+            cache.write_text(json.dumps(done))
+        result.update(done[name])
     return result, dirs
 
 
 def pipeline_numbers(data_dir, config, images):
     """(b)'s training pipeline in images/s per core, and the target encoding of the densest
     train layout (709 faces) at 640 with (b)'s anchors and with a P2 level (`pipeline_bench`)."""
-    anchors = Anchors(**vars(config.anchors))
     rate = pipeline_bench.pipeline_throughput(
-        data_dir, anchors, policy=face_data.policy(config.data), size=max(config.data.image_sizes),
+        data_dir, vars(config.anchors), size=max(config.data.image_sizes),
         batch_size=config.training.batch_size, images=images, max_boxes=config.data.max_boxes)
     boxes, image_hw = pipeline_bench.densest_layout(
         wider_face.find_annotation_file(data_dir, "train"))
-    result = {"pipeline_images_per_s_per_core": rate["images_per_s_per_thread"],
-              "pipeline_images_per_s": rate["images_per_s"], "pipeline_cores": rate["threads"]}
+    result = {"pipeline_images_per_s_per_core": rate["images_per_s_per_core"],
+              "pipeline_images_per_s": rate["images_per_s"], "pipeline_cores": rate["cores"]}
     for name, strides in (("improved", config.anchors.strides), ("improved_p2", P2_STRIDES)):
         crowd = pipeline_bench.crowd_encoding(
             Anchors(**{**vars(config.anchors), "strides": strides}), boxes, image_hw, size=640)
