@@ -28,8 +28,10 @@ steps 2 and 3 is `arithmetic="matlab"`, the default; see `zoo.face.wider_protoco
 5. `dataset_pr_info`: precision = recalled / proposals, recall = recalled / counted faces.
 6. `VOCap`: precision made monotone from the right (MATLAB `max` skips the NaN of 0/0), then
    summed over the recall steps.
-`arithmetic="double"` runs steps 2 and 3 in float64 (real IoU, best ground-truth box): a few
-tenths of an AP point higher on hard, less on easy / medium, than the official numbers.
+`arithmetic="double"` runs steps 2 and 3 in float64 (real IoU, best ground-truth box). On
+synthetic detections over the whole validation set this moved AP by up to ~0.4 points, mostly
+upwards (e.g. +0.20 / +0.32 / +0.42 easy / medium / hard), so it is not comparable with published
+numbers.
 
 Where the common Python port (wondervictor/WiderFace-Evaluation, `evaluation.py`) deviates:
 - it computes the IoU in floating point from the ground truth cast to float and takes the best
