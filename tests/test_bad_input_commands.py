@@ -6,6 +6,7 @@ Each case runs the installed command line in a fresh process (`python -m <module
 does; the model_dirs and exports are the tiny ones of `conftest.py` and `test_data_safety.py`.
 """
 
+import errno
 import os
 import re
 import shutil
@@ -13,11 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from handgrad.export.export import export_model
+from handgrad.zoo.run import cli
 
 MODULES = {"handgrad-train": "handgrad.zoo.run.train", "handgrad-eval": "handgrad.zoo.run.evaluate",
            "handgrad-export": "handgrad.export.export", "handgrad-detect": "handgrad.export.detect"}
@@ -174,3 +177,33 @@ def test_ctrl_c_says_where_the_rerun_resumes_and_the_rerun_says_so(mnist_dir, tm
     assert code == 0 and re.search(rf"resuming from epoch {epoch} of {epoch + 1} \(.*backup/"
                                    rf"state-{epoch:04d}\.weights\.h5\)", err), err[-3000:]
     assert re.search(r"^test_accuracy=0\.\d{4}$", out, re.M)
+
+
+class _StubTask:
+    """Fixed metrics; writes `plot.png` into the folder it is given, or fails to as on a full
+    disk when `full` is set."""
+
+    def __init__(self, full):
+        self.full, self.folders = full, []
+
+    def evaluate(self, model, config, data_dir, model_dir):
+        self.folders.append(model_dir)
+        if model_dir is not None:
+            path = Path(model_dir) / "plot.png"
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            path.write_bytes(b"png")
+        return {"accuracy": 0.5}
+
+
+def test_results_survive_a_full_temporary_folder(tmp_path, capsys, caplog):
+    """Artefacts are staged in the system's temporary folder; when even that is full, the
+    evaluation is redone without artefacts and its results printed, with a warning."""
+    for full in (False, True):
+        task = _StubTask(full)
+        assert cli.evaluate_and_report(task, None, None, None, tmp_path) == {"accuracy": 0.5}
+        assert capsys.readouterr().out == "accuracy=0.5000\n"
+        assert (task.folders[-1] is None) == full and len(task.folders) == 1 + full
+    assert (tmp_path / "plot.png").read_bytes() == b"png"  # from the first, unhindered run
+    assert "could not write the artefacts (OSError: [Errno 28] No space left on device" \
+        in caplog.text

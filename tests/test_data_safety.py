@@ -7,6 +7,7 @@ hold exactly its own image's width and height.
 """
 
 import hashlib
+import re
 import shutil
 
 import keras
@@ -90,6 +91,16 @@ def test_detect_gives_every_input_its_own_result(face_export, tmp_path):
         np.testing.assert_allclose(boxes, [[0, 0, h, w]])  # its own image's rectangle
         np.testing.assert_allclose(scores, [0.9], rtol=1e-6)
         assert Image.open(tmp_path / "out" / f"{name}.png").size == (w, h)
+
+
+def test_detect_keeps_the_result_when_its_png_cannot_be_written(face_export, tmp_path, caplog):
+    _photo(tmp_path / "photos" / "a.jpg", 40, 30)
+    (tmp_path / "out" / "a.jpg.png").mkdir(parents=True)  # in the PNG's way
+    assert detect_images(face_export, tmp_path / "photos", tmp_path / "out") == (1, 0)
+    boxes, _ = read_result_file(tmp_path / "out" / "a.jpg.txt")
+    np.testing.assert_allclose(boxes, [[0, 0, 30, 40]])
+    assert re.search(r"could not write .*a\.jpg\.png \(.*Is a directory.*\); its result file is "
+                     r"written", caplog.text)
 
 
 # ---- synthetic face set ----------------------------------------------------------------------

@@ -79,6 +79,8 @@ def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
     except Exception as e:  # noqa: BLE001  (the one place every error becomes one line)
         if verbose:
             raise
+        if sys.stdout.isatty():  # end a progress bar's line, so the error starts its own
+            print(flush=True)
         unexpected = "" if isinstance(e, errors) else (
             " (an unexpected error: rerun with --verbose for the traceback and report it)")
         print(f"{command}: error: {one_line(e)}{unexpected}", file=sys.stderr, flush=True)
@@ -88,9 +90,11 @@ def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
 def evaluate_and_report(task, model, config, data_dir, model_dir):
     """Runs `task.evaluate`, prints its metrics, then puts its artefacts into `model_dir`.
 
-    The task writes its artefacts (plots, result files) into a staging folder; the metrics are
-    printed first, then each artefact is moved into `model_dir`. An artefact that cannot be
-    written there (read-only folder, full disk) is a warning: the printed results stand.
+    The task writes its artefacts (plots, result files) into a staging folder in the system's
+    temporary folder; the metrics are printed first, then each artefact is moved into
+    `model_dir`. An artefact that cannot be written there (read-only folder, full disk) is a
+    warning: the printed results stand. If even the staging folder cannot take them, the
+    evaluation is rerun without artefacts, with a warning.
     Returns the metrics.
     """
     if model_dir is None:
@@ -98,7 +102,14 @@ def evaluate_and_report(task, model, config, data_dir, model_dir):
         print(format_metrics(metrics), flush=True)
         return metrics
     with tempfile.TemporaryDirectory(prefix="handgrad-artefacts-") as staging:
-        metrics = task.evaluate(model, config, data_dir, staging)
+        try:
+            metrics = task.evaluate(model, config, data_dir, staging)
+        except OSError as e:
+            if staging not in f"{e} {e.filename}":  # not an artefact write: a real error
+                raise
+            logging.warning("could not write the artefacts (%s: %s); evaluating without them",
+                            type(e).__name__, e)
+            metrics = task.evaluate(model, config, data_dir, None)
         print(format_metrics(metrics), flush=True)
         for item in sorted(Path(staging).iterdir()):
             dest = Path(model_dir) / item.name

@@ -105,10 +105,14 @@ def _disk_full(path, detail):
     return DiskFullError(errno.ENOSPC, f"the disk is full: {detail} while writing {path}")
 
 
+def _size(n):
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
 def _check_free_space(path, needed):
     free = shutil.disk_usage(Path(path).parent).free
     if needed is not None and free < needed:
-        raise _disk_full(path, f"{free / 1e6:.1f} MB free, about {needed / 1e6:.1f} MB needed")
+        raise _disk_full(path, f"{_size(free)} free, about {_size(needed)} needed")
 
 
 def write_atomically(path, write, needed=None, fault_epoch=None):
