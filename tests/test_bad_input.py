@@ -26,6 +26,7 @@ from PIL import Image
 from handgrad.export.serving import FaceServing, MnistServing, save
 from handgrad.pipelines import mnist, wider_face
 from handgrad.zoo.mnist.models import build_mnist_cnn
+from handgrad.zoo.run import config_rules, registry
 from handgrad.zoo.run.train import train_and_evaluate
 
 TINY = {"model.filters": (4, 4, 4), "training.epochs": 1, "training.steps_per_epoch": 1,
@@ -258,6 +259,16 @@ def test_bad_face_config_values(tmp_path, overrides, message):
         train_and_evaluate("face_small_synthetic", tmp_path / "run", tmp_path / "data",
                            verbose=0, overrides=overrides)
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_every_config_field_has_a_rule_and_every_rule_a_field():
+    """The rules of zoo/run/config_rules.py cover every field of every named config of their
+    task (a new field needs a rule) and name no field that no longer exists."""
+    for task, rules in config_rules.RULES.items():
+        configs = [registry.get_config(n) for n in registry.CONFIGS]
+        fields = {f for c in configs if c.task == task for f in registry._dotted_names(c)}
+        ruled = {name for name, _ in rules()}
+        assert (sorted(fields - ruled - {"task"}), sorted(ruled - fields)) == ([], []), task
 
 
 def test_dotted_seed_is_set_and_steps_run_past_the_end_of_the_data(mnist_dir, tmp_path):

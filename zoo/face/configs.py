@@ -27,6 +27,9 @@ split after <= 30 min of CPU training; measure with `handgrad-eval`.
 
 Configs saved by handgrad 0.1 were flat (47 fields, e.g. `min_anchor_size`); `from_flat` maps
 them onto the sections (`LEGACY_NAMES`), so old `config.json` and `.keras` files still load.
+
+What each field accepts is in `handgrad/zoo/run/config_rules.py` (checked once a config is final;
+a new field needs a rule there, `tests/test_bad_input.py` checks).
 """
 
 import dataclasses

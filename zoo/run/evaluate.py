@@ -1,6 +1,7 @@
 """Task-agnostic evaluation of a trained `model_dir`, and the `handgrad-eval` command.
 
     handgrad-eval --model_dir=/tmp/mnist_cnn [--config=mnist_cnn] [--data_dir=DIR] [--set=...]
+        [--verbose]
 
 Loads `model_dir/model.keras` (written by `handgrad-train`), asks the config's task to evaluate
 it (MNIST: accuracy on the 10 000 test digits and `model_dir/confusion_matrix.png`; faces: WIDER

@@ -2,7 +2,7 @@
 
     handgrad-train --config=mnist_cnn --model_dir=/tmp/mnist_cnn [--data_dir=DIR] [--epochs=N]
         [--set=training.learning_rate=1e-3 ...] [--strategy=default|mirrored|multi_worker|tpu]
-        [--mixed_precision] [--seed=N]
+        [--mixed_precision] [--seed=N] [--verbose]
 
 What a run leaves in `model_dir`:
     config.json                  the config actually trained (overrides applied; `model_dir.py`)
