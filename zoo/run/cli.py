@@ -56,6 +56,12 @@ def one_line(error):
     return f"{type(error).__name__}: {text}"
 
 
+def _fresh_line():
+    """Ends a progress bar's line on a terminal, so that the message starts its own."""
+    if sys.stdout.isatty():
+        print(flush=True)
+
+
 @contextlib.contextmanager
 def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
     """Turns errors raised inside into one `<command>: error: ...` line and exit status 1.
@@ -74,13 +80,13 @@ def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
         if verbose:
             raise
         hint = interrupted() if interrupted is not None else "nothing was lost"
+        _fresh_line()
         print(f"{command}: interrupted; {hint}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
-    except Exception as e:  # noqa: BLE001  (the one place every error becomes one line)
+    except Exception as e:  # the one place where every error becomes one line
         if verbose:
             raise
-        if sys.stdout.isatty():  # end a progress bar's line, so the error starts its own
-            print(flush=True)
+        _fresh_line()
         unexpected = "" if isinstance(e, errors) else (
             " (an unexpected error: rerun with --verbose for the traceback and report it)")
         print(f"{command}: error: {one_line(e)}{unexpected}", file=sys.stderr, flush=True)
