@@ -26,9 +26,17 @@ from handgrad.zoo.face.configs import DataConfig
 from handgrad.zoo.run.train import train_and_evaluate
 
 
+def _content(path):
+    # A .mat file's 116-byte text header holds scipy.io.savemat's "Created on: <time>": a set
+    # regenerated a second later differs there only.
+    data = path.read_bytes()
+    return data[116:] if path.suffix == ".mat" else data
+
+
 def _snapshot(root):
-    """{relative path: sha256} of every file below root."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+    """{relative path: sha256} of every file below root (.mat files without their header's
+    creation time)."""
+    return {str(p.relative_to(root)): hashlib.sha256(_content(p)).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 

@@ -169,6 +169,22 @@ class FaceConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
 
+
+def section(cls, value, name):
+    """A config section from a dataclass, a dict of its fields (lists become tuples, as JSON
+    turns them into lists) or None (the defaults); `name` is the argument, for errors."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"{name}: unknown field(s) {unknown}. Known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+    raise TypeError(f"{name} must be a {cls.__name__} or a dict. Received: {type(value).__name__}")
+
 # handgrad 0.1 flat field -> (section, field) where the name changed; every other flat field
 # kept its name inside exactly one section.
 LEGACY_NAMES = {

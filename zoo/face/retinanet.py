@@ -25,6 +25,7 @@ from handgrad.losses.detection import detection_loss
 from handgrad.zoo.face import configs
 from handgrad.zoo.face.anchors import Anchors
 from handgrad.zoo.face.backbones import build_backbone
+from handgrad.zoo.face.configs import section
 from handgrad.zoo.face.heads import detection_heads
 from handgrad.zoo.face.postprocess import postprocess
 from handgrad.zoo.face.pyramid import backbone_levels, feature_pyramid
@@ -32,21 +33,6 @@ from handgrad.zoo.face.pyramid import backbone_levels, feature_pyramid
 _LAYERS = {"handgrad": handgrad.layers, "keras": keras.layers}
 _SECTIONS = {"model": configs.ModelConfig, "anchors": configs.AnchorConfig,
              "loss": configs.LossConfig, "postprocess": configs.PostprocessConfig}
-
-
-def _section(cls, value, name):
-    """A config section from a dataclass, a dict or None (the defaults)."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"{name}: unknown field(s) {unknown}. Known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-    raise TypeError(f"{name} must be a {cls.__name__} or a dict. Received: {type(value).__name__}")
 
 
 def detector_network(model, anchors, input_size=None, layers=handgrad.layers,
@@ -94,7 +80,7 @@ class FaceDetector(keras.Model):
         if layers not in _LAYERS:
             raise ValueError(f"layers must be one of {sorted(_LAYERS)}. Received: {layers!r}")
         sections = {"model": model, "anchors": anchors, "loss": loss, "postprocess": postprocess}
-        self.sections = {key: _section(cls, sections[key], key) for key, cls in _SECTIONS.items()}
+        self.sections = {key: section(cls, sections[key], key) for key, cls in _SECTIONS.items()}
         post = self.sections["postprocess"]
         if post.max_detections < 1 or post.pre_nms_top_k < 1:
             raise ValueError(f"postprocess.max_detections and postprocess.pre_nms_top_k must be "

@@ -22,26 +22,12 @@ from handgrad.zoo.face.blazeface.loss import blazeface_loss
 from handgrad.zoo.face.blazeface.model import build_blazeface
 from handgrad.zoo.face.blazeface.targets import BlazeFaceTargets
 from handgrad.zoo.face.blazeface.variants import get_variant
+from handgrad.zoo.face.configs import section
 
 _LAYERS = {"handgrad": handgrad.layers, "keras": keras.layers}
 _SECTIONS = {"model": configs.BlazeFaceModelConfig, "matching": configs.MatchingConfig,
              "loss": configs.BlazeFaceLossConfig,
              "postprocess": configs.BlazeFacePostprocessConfig}
-
-
-def _section(cls, value, name):
-    """A config section from a dataclass, a dict or None (the defaults)."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"{name}: unknown field(s) {unknown}. Known: {sorted(known)}")
-        return cls(**value)
-    raise TypeError(f"{name} must be a {cls.__name__} or a dict. Received: {type(value).__name__}")
 
 
 @keras.saving.register_keras_serializable(package="handgrad")
@@ -55,7 +41,7 @@ class BlazeFaceDetector(keras.Model):
     def __init__(self, model=None, matching=None, loss=None, postprocess=None, **kwargs):
         super().__init__(**kwargs)
         given = {"model": model, "matching": matching, "loss": loss, "postprocess": postprocess}
-        self.sections = {key: _section(cls, given[key], key) for key, cls in _SECTIONS.items()}
+        self.sections = {key: section(cls, given[key], key) for key, cls in _SECTIONS.items()}
         spec = self.sections["model"]
         if spec.layers not in _LAYERS:
             raise ValueError(f"model.layers must be one of {sorted(_LAYERS)}. "
