@@ -22,7 +22,7 @@ import tensorflow as tf
 
 import handgrad.layers
 from handgrad.losses.detection import detection_loss
-from handgrad.zoo.face import configs
+from handgrad.zoo.face import configs, training
 from handgrad.zoo.face.anchors import Anchors
 from handgrad.zoo.face.backbones import build_backbone
 from handgrad.zoo.face.configs import section
@@ -135,14 +135,8 @@ class FaceDetector(keras.Model):
             total = losses["loss"]
             if self.losses:  # weight decay from kernel regularizers, if any
                 total = total + tf.add_n(self.losses)
-            # As in Keras' own train_step: the optimizer sums the replicas' gradients, so each
-            # replica's loss is divided by their count; a LossScaleOptimizer (mixed precision)
-            # scales the loss up here and the gradients back down in apply_gradients.
-            total = total / tf.distribute.get_strategy().num_replicas_in_sync
-            total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
-        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+            total = training.scaled_loss(self, total)
+        training.apply_gradients(self, tape, total)
         return self._update_trackers(losses)
 
     def test_step(self, data):

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 import handgrad.layers
+from handgrad.zoo.face import training
 from handgrad.zoo.face.blazeface import configs
 from handgrad.zoo.face.blazeface.inference import detect_faces
 from handgrad.zoo.face.blazeface.loss import blazeface_loss
@@ -91,14 +92,8 @@ class BlazeFaceDetector(keras.Model):
         images, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             losses = self.compute_detection_loss(targets, self(images, training=True))
-            total = losses["loss"]
-            # As in Keras' own train_step: the optimizer sums the replicas' gradients, and a
-            # LossScaleOptimizer scales the loss up here and the gradients back down.
-            total = total / tf.distribute.get_strategy().num_replicas_in_sync
-            total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
-        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+            total = training.scaled_loss(self, losses["loss"])
+        training.apply_gradients(self, tape, total)
         return self._update_trackers(losses)
 
     def test_step(self, data):
