@@ -27,6 +27,22 @@ def read_marker(out_dir, marker, generator):
     return record if isinstance(record, dict) and record.get("generator") == generator else None
 
 
+def is_finished(marker_record, options, data_dir, kind):
+    """Whether a generator's marker (`read_marker`) describes a finished set made with `options`.
+
+    None or an unfinished set -> False (generate it); a finished set made with other options ->
+    ValueError naming them (never overwritten); a finished matching set -> True (use it).
+    """
+    if marker_record is None or not marker_record.get("complete"):
+        return False
+    differ = {k: (marker_record.get(k), v) for k, v in options.items()
+              if marker_record.get(k) != v}
+    if differ:
+        raise ValueError(f"data_dir={data_dir} holds a {kind} set made with other options "
+                         f"(found, expected): {differ}. Use another data_dir.")
+    return True
+
+
 def write_marker(out_dir, marker, generator, options, *, complete, summary=None):
     """Writes `out_dir/marker`: {"generator", **options, "complete", "summary"}."""
     record = {"generator": generator, **options, "complete": complete, "summary": summary}

@@ -22,7 +22,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from handgrad.pipelines import augment, synthetic_faces, wider_face, wider_geometry
+from handgrad.pipelines import augment, generated, synthetic_faces, wider_face, wider_geometry
 
 DATASETS = ("synthetic", "wider", "wider_geometry")
 AUGMENTS = ("seed", "crop_photometric")
@@ -49,12 +49,8 @@ def resolve_geometry(data, data_dir):
         data_dir = _default_dir("handgrad_wider_geometry_{seed}_{train_renders}_"
                                 "{max_images_per_split}".format(**options))
     data_dir = Path(data_dir)
-    marker = wider_geometry.read_marker(data_dir)
-    if marker is not None and marker.get("complete"):
-        differ = {k: (marker.get(k), v) for k, v in options.items() if marker.get(k) != v}
-        if differ:
-            raise ValueError(f"data_dir={data_dir} holds a WIDER-geometry set made with other "
-                             f"options (found, expected): {differ}. Use another data_dir.")
+    if generated.is_finished(wider_geometry.read_marker(data_dir), options, data_dir,
+                             "WIDER-geometry"):
         return data_dir
     if data.geometry_source is None:
         raise ValueError("data.geometry_source must name the folder of the real "
@@ -91,11 +87,7 @@ def resolve_synthetic(data, data_dir):
             f"handgrad_synthetic_faces_{data.data_seed}_{data.num_train}_{data.num_val}")
     data_dir = Path(data_dir)
     marker = synthetic_faces.read_marker(data_dir)
-    if marker is not None and marker.get("complete"):
-        differ = {k: (marker.get(k), v) for k, v in options.items() if marker.get(k) != v}
-        if differ:
-            raise ValueError(f"data_dir={data_dir} holds a synthetic face set made with other "
-                             f"options (found, expected): {differ}. Use another data_dir.")
+    if generated.is_finished(marker, options, data_dir, "synthetic face"):
         return data_dir
     if marker is None and synthetic_faces.is_unmarked_set(data_dir):
         logging.info("Using the synthetic face set in %s (written before %s existed)", data_dir,
