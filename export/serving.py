@@ -6,9 +6,13 @@ Face detector (`FaceServing`):
     image_bytes(image_bytes: string [batch])                     encoded JPEG / PNG / BMP / GIF
     -> boxes: float32 [batch, D, 4] `[ymin, xmin, ymax, xmax]` in the ORIGINAL image's pixels,
        scores: float32 [batch, D], num_detections: int32 [batch]   (zero-padded past the count)
-    Each image is resized keeping its aspect ratio until its longer side is `input_size`, then
-    padded at the bottom/right to a square (the training pipeline's `resize_and_pad`), so a box
-    maps back to the original by dividing by the per-axis scale factors [sy, sx].
+    Each image is resized keeping its aspect ratio until its longer side is `input_size` (the
+    training pipeline's `resize_and_pad`), so a box maps back to the original by dividing by the
+    per-axis scale factors [sy, sx]. The batch is padded at the bottom/right only to the smallest
+    multiple of the detector's largest stride that holds every resized image, not to the full
+    square: a 640 x 480 photo runs at 640 x 512 instead of 640 x 640, a fifth of the network's
+    work saved. The boxes are those of the square input except within a few pixels of the
+    padding edge, where the network's own zero padding replaces the padded image's features.
 MNIST (`MnistServing`):
     serving_default(images: uint8 [batch, 28, 28] or [batch, 28, 28, 1])
     -> probabilities: float32 [batch, 10], classes: int64 [batch]
@@ -112,9 +116,20 @@ class FaceServing(tf.Module):
         x, _, scale = resize_and_pad(image, NO_BOXES, self.input_size)  # uint8 -> [0, 1]
         return x, scale, hw
 
+    def _crop_padding(self, images, scales, sizes):
+        """images (B, S, S, 3) -> (B, h, w, 3): h, w the smallest multiples of the largest
+        stride holding every resized image of the batch (sizes * scales, rounded)."""
+        multiple = self.detector.input_multiple
+        content = tf.cast(tf.round(tf.reduce_max(sizes * scales, axis=0)), tf.int32)  # (2,)
+        canvas = tf.minimum(-(-content // multiple) * multiple, self.input_size)  # ceil, (2,)
+        canvas = tf.maximum(canvas, multiple)  # an empty batch's max is -inf
+        return images[:, :canvas[0], :canvas[1], :]
+
     def _detect(self, images, scales, sizes):
         """images (B, S, S, 3); scales, sizes (B, 2) -> boxes in original pixels; an empty
         batch gets empty outputs without running the network (module docstring)."""
+        images = self._crop_padding(images, scales, sizes)
+
         def run():
             out = self.detector.detect(images, **self._thresholds)
             per_coord = tf.tile(scales, [1, 2])[:, None, :]  # (B, 1, 4): [sy, sx, sy, sx]

@@ -215,3 +215,42 @@ def test_detector_tflite_matches_saved_model_network(small_detector_export, mode
         ref = expected[key].numpy()
         spread = float(ref.max() - ref.min())
         np.testing.assert_allclose(got[key], ref, atol=rtol * spread)
+
+
+class CanvasOracle(BrightBoxOracle):
+    """Reports the input it was given: one box over its top-left quarter, [0, 0, H/4, W/4]."""
+
+    input_multiple = 32
+
+    def detect(self, images, score_threshold, iou_threshold, max_detections):
+        hw = tf.cast(tf.shape(images)[1:3], tf.float32) / 4
+        batch = tf.shape(images)[0]
+        box = tf.tile(tf.concat([[0.0, 0.0], hw], 0)[None, None], [batch, 1, 1])  # (B, 1, 4)
+        return {"boxes": tf.pad(box, [[0, 0], [0, max_detections - 1], [0, 0]]),
+                "scores": tf.pad(tf.ones([batch, 1]), [[0, 0], [0, max_detections - 1]]),
+                "num_detections": tf.ones([batch], tf.int32)}
+
+
+@pytest.mark.parametrize("sizes, canvas", [
+    ([(300, 500)], (96, 128)),  # resized 77 x 128: 77 rounds up to 96, not to the square's 128
+    ([(500, 300)], (128, 96)),
+    ([(96, 128)], (96, 128)),  # already a multiple: no padding at all
+    ([(300, 500), (500, 300)], (128, 128)),  # a mixed batch: the canvas holds both
+], ids=["wide", "tall", "exact", "mixed_batch"])
+def test_batch_is_padded_only_to_the_stride_multiple(tmp_path, sizes, canvas):
+    """640 x 480 photos run at 640 x 512, not 640 x 640 (serving.py docstring): the network sees
+    the smallest multiple of its largest stride that holds every resized image of the batch."""
+    save(FaceServing(CanvasOracle(), input_size=INPUT_SIZE, max_detections=2), tmp_path)
+    loaded = tf.saved_model.load(str(tmp_path))
+    out = loaded.signatures["image_bytes"](
+        image_bytes=tf.constant([_png(np.zeros((h, w, 3), np.uint8)) for h, w in sizes]))
+    for i, (h, w) in enumerate(sizes):
+        side = max(h, w)
+        scale = np.array([round(h * INPUT_SIZE / side) / h, round(w * INPUT_SIZE / side) / w])
+        expected = np.array([0, 0, canvas[0] / 4 / scale[0], canvas[1] / 4 / scale[1]])
+        np.testing.assert_allclose(out["boxes"][i, 0].numpy(), expected, rtol=1e-5)
+    if len(sizes) == 1:
+        h, w = sizes[0]
+        single = loaded.signatures["serving_default"](images=tf.constant(np.zeros((1, h, w, 3),
+                                                                                  np.uint8)))
+        np.testing.assert_allclose(single["boxes"][0, 0].numpy(), out["boxes"][0, 0].numpy())
