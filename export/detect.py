@@ -7,7 +7,9 @@ Every image below `--images` (JPEG, PNG, BMP or GIF; a folder is searched recurs
 own results, at its path relative to `--images` with its extension kept, so `a.jpg` and `a.png`,
 or `2019/party/img1.jpg` and `2020/party/img1.jpg`, never share a result:
     output_dir/<relative path>.txt   WIDER result format: name, count, `x y w h score` lines
-    output_dir/<relative path>.png   the image with its boxes and scores drawn (`--draw`)
+    output_dir/<relative path>.png   the image with its boxes and scores drawn (`--draw`), and
+                                     the keypoints of exports that return them (BlazeFace: eyes,
+                                     nose tip, mouth, ear tragions) as red dots
 e.g. `photos/party/img1.jpg` -> `detections/party/img1.jpg.txt` and `.../img1.jpg.png`.
 An output_dir that is the `--images` folder or lies inside it is refused before anything is
 written: results would land among the inputs (and be read as inputs by the next run). Images
@@ -70,13 +72,19 @@ def write_result_file(dest, name, boxes, scores):
     dest.write_text("\n".join(lines) + "\n")
 
 
-def draw(image_path, boxes, scores, png_path):
-    """Saves the image with `[ymin, xmin, ymax, xmax]` pixel boxes and their scores drawn."""
+KEYPOINT_COLOUR = (255, 0, 0)
+
+
+def draw(image_path, boxes, scores, png_path, keypoints=None):
+    """Saves the image with `[ymin, xmin, ymax, xmax]` pixel boxes and their scores drawn, and
+    `keypoints` `(D, K, 2)` `(y, x)` pixels (optional) as dots of radius 2."""
     image = Image.open(image_path).convert("RGB")
     canvas = ImageDraw.Draw(image)
     for (y0, x0, y1, x1), score in zip(boxes, scores):
         canvas.rectangle([x0, y0, x1, y1], outline=(0, 255, 0), width=2)
         canvas.text((x0 + 2, max(y0 - 12, 0)), f"{score:.2f}", fill=(0, 255, 0))
+    for y, x in [] if keypoints is None else keypoints.reshape(-1, 2):
+        canvas.ellipse([x - 2, y - 2, x + 2, y + 2], fill=KEYPOINT_COLOUR)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     image.save(png_path, format="PNG")
 
@@ -116,12 +124,13 @@ def detect_images(saved_model, images, output_dir, draw_boxes=True):
             continue
         n = int(out["num_detections"][0])
         boxes, scores = out["boxes"][0, :n].numpy(), out["scores"][0, :n].numpy()
+        keypoints = out["keypoints"][0, :n].numpy() if "keypoints" in out else None
         write_result_file(output_path(root, path, output_dir, ".txt"), path.name, boxes, scores)
         done += 1
         if draw_boxes:
             png = output_path(root, path, output_dir, ".png")
             try:
-                draw(path, boxes, scores, png)
+                draw(path, boxes, scores, png, keypoints)
             except OSError as e:  # PIL's decode errors are OSErrors too
                 logging.warning("could not write %s (%s); its result file is written", png, e)
     return done, skipped

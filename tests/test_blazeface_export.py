@@ -131,14 +131,19 @@ def test_export_and_detect_commands_on_a_folder(tmp_path, photo_bytes):
     for name, data in photo_bytes.items():
         # results are named after the image, with or without its extension (detect.py)
         txt = next(results.rglob(f"{name}*.txt")).read_text().split("\n")
-        boxes, _, scores = reference(data, "short_range", score_threshold=0.3)
+        boxes, keypoints, scores = reference(data, "short_range", score_threshold=0.3)
         assert int(txt[1]) == len(scores), name
         rows = np.array([[float(v) for v in line.split()] for line in txt[2:2 + len(scores)]])
         xywh = np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
                          boxes[:, 2] - boxes[:, 0]], 1)
         np.testing.assert_allclose(rows[:, :4], xywh, atol=0.1, err_msg=name)
         np.testing.assert_allclose(rows[:, 4], scores, atol=1e-3, err_msg=name)
-        assert next(results.rglob(f"{name}*.png")).stat().st_size > 0
+        # the PNG shows MediaPipe's keypoints (eyes, nose, mouth, ears) as red dots
+        drawn = np.asarray(PIL.Image.open(next(results.rglob(f"{name}*.png"))).convert("RGB"))
+        for y, x in np.round(keypoints.reshape(-1, 2)).astype(int):
+            if not (0 <= y < drawn.shape[0] and 0 <= x < drawn.shape[1]):
+                continue  # an ear beyond the image's edge
+            np.testing.assert_array_equal(drawn[y, x], (255, 0, 0), err_msg=f"{name} {y} {x}")
 
 
 def test_fine_tuned_model_dir_exports_with_mediapipe_score_threshold(tmp_path, photo_bytes):
