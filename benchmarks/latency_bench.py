@@ -4,6 +4,8 @@ photographs; then the handgrad ResNet export against the same architecture built
 keras.layers and exported the same way.
 
     python benchmarks/latency_bench.py [--repeats 10] [--sizes 512,576,640] [--depth 50]
+    TF_NUM_INTRAOP_THREADS=1 python benchmarks/latency_bench.py --sizes=''   (threads, default:
+        all cores; TensorFlow, LiteRT and OpenCV get the same number)
     # on a GPU machine (TensorFlow with CUDA installed), the same command; the SavedModels are
     # placed on the GPU automatically, and --device_note records what ran it.
 
@@ -33,6 +35,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(os.cpu_count()))
+THREADS = int(os.environ["TF_NUM_INTRAOP_THREADS"])  # TF reads it at start-up; LiteRT, OpenCV too
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -124,7 +128,7 @@ def tflite_row(config_name, mode):
 
         detector = _config_detector(config_name)
         data = tflite.convert(FaceServing(detector, input_size=size), mode)
-        runner = Interpreter(model_content=data, num_threads=os.cpu_count()
+        runner = Interpreter(model_content=data, num_threads=THREADS
                              ).get_signature_runner()
         (input_name,) = runner.get_input_details()
         anchors = detector.anchor_set
@@ -169,7 +173,7 @@ def blazeface_tflite_row(variant):
     def build(root, size):
         from blazeface_latency_bench import LitertPipeline
 
-        pipeline = LitertPipeline(variant, threads=os.cpu_count())
+        pipeline = LitertPipeline(variant, threads=THREADS)
         return (lambda image: pipeline(image)[0]), {}
     return build
 
@@ -177,6 +181,7 @@ def blazeface_tflite_row(variant):
 def haar_row(root, size):
     import cv2
 
+    cv2.setNumThreads(THREADS)
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades +
                                     "haarcascade_frontalface_default.xml")
     return (lambda image: cascade.detectMultiScale(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY),
@@ -282,7 +287,8 @@ def main():
     parser.add_argument("--skip_detectors", action="store_true")
     args = parser.parse_args()
     env = {"tf": tf.__version__, "device": tf.config.list_physical_devices("GPU") and "gpu"
-           or "cpu", "cpu_count": os.cpu_count(), "machine": platform.machine(),
+           or "cpu", "cpu_count": os.cpu_count(), "threads": THREADS,
+           "machine": platform.machine(),
            "loadavg": os.getloadavg()[0], "note": args.device_note}
     if not args.skip_detectors:
         compare_detectors(args, env)
