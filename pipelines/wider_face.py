@@ -291,11 +291,12 @@ def load_examples(data_dir, split, *, training=True, shuffle_buffer=None, seed=N
 def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), flip=True,
                  training=True, target_fn=None, max_boxes=1000, shuffle_buffer=None, seed=None,
                  eval_size=None, source="files", tfds_data_dir=None, skip_counter=None,
-                 policy=None):
+                 policy=None, counter=None):
     """The batched WIDER FACE dataset: `load_examples` -> `detection.parse_examples`.
 
-    Args: as `load_examples` and `detection.parse_examples`; `policy` is the augmentation
-        policy (default: the seed's `augment.ResizeFlipPolicy(image_sizes, flip, eval_size)`).
+    Args: as `load_examples` and `detection.parse_examples` (`counter`: boxes dropped by the
+        max_boxes cap or for having no area); `policy` is the augmentation policy (default: the
+        seed's `augment.ResizeFlipPolicy(image_sizes, flip, eval_size)`).
     Returns: `(images (B, S, S, 3) float32 in [0, 1], labels)` batches (see
         `detection.parse_examples`).
     """
@@ -306,4 +307,5 @@ def make_dataset(data_dir, split, *, batch_size, image_sizes=(512, 576, 640), fl
                              seed=seed, source=source, tfds_data_dir=tfds_data_dir,
                              skip_counter=skip_counter)
     return detection.parse_examples(examples, policy, batch_size=batch_size, training=training,
-                                    target_fn=target_fn, max_boxes=max_boxes, seed=seed)
+                                    target_fn=target_fn, max_boxes=max_boxes, seed=seed,
+                                    counter=counter)

@@ -22,7 +22,14 @@ import math
 import tempfile
 from pathlib import Path
 
-from handgrad.pipelines import augment, generated, synthetic_faces, wider_face, wider_geometry
+from handgrad.pipelines import (
+    augment,
+    detection,
+    generated,
+    synthetic_faces,
+    wider_face,
+    wider_geometry,
+)
 
 DATASETS = ("synthetic", "wider", "wider_geometry")
 AUGMENTS = ("seed", "crop_photometric")
@@ -133,15 +140,47 @@ def eval_dataset(data, batch_size, data_dir, target_fn=None, multiple=64):
     return ds
 
 
-def datasets(config, data_dir, target_fn):
+class DataCounts:
+    """What the training pipeline read and dropped, as epoch-log values (cumulative, counted as
+    batches are produced, so prefetched ones are included): images skipped as undecodable,
+    faces dropped by the crop (`augment.CropPhotometricPolicy`), by the `max_boxes` cap, and
+    boxes left with no area by the resize. No face leaves the data unlogged."""
+
+    def __init__(self):
+        self.skipped = wider_face.SkipCounter()
+        self.boxes = detection.FaceCounter("boxes", "dropped_empty", "dropped_by_cap")
+        self.policy = None  # the training policy's own FaceCounter, where it has one
+
+    def logs(self):
+        """{"data_images", "data_images_skipped", "data_faces_dropped_by_cap",
+        "data_faces_dropped_empty"[, "data_faces", "data_faces_dropped_by_crop"]}: ints."""
+        boxes = self.boxes.counts()
+        out = {"data_images": int(self.skipped.decoded.numpy()),
+               "data_images_skipped": self.skipped.skipped,
+               "data_faces_dropped_by_cap": boxes["dropped_by_cap"],
+               "data_faces_dropped_empty": boxes["dropped_empty"]}
+        if self.policy is not None:
+            crops = self.policy.counts()
+            out.update(data_faces=crops["faces"],
+                       data_faces_dropped_by_crop=crops["dropped_by_crop"])
+        return out
+
+
+def datasets(config, data_dir, target_fn, counts=None):
     """(train, val) datasets of a `FaceConfig`; val labels keep only the loss targets (the val
-    split is read at the training policy's evaluation size, so that its batches stack)."""
+    split is read at the training policy's evaluation size, so that its batches stack).
+    `counts`: an optional `DataCounts` that the training pipeline counts into."""
     data, training = config.data, config.training
     resolved, source = resolve(data, data_dir)
+    train_policy = policy(data)
+    if counts is not None:
+        counts.policy = getattr(train_policy, "counter", None)
     train = wider_face.make_dataset(resolved, "train", batch_size=training.batch_size,
                                     training=True, target_fn=target_fn,
                                     max_boxes=data.max_boxes, source=source,
-                                    seed=training.seed, policy=policy(data))
+                                    seed=training.seed, policy=train_policy,
+                                    skip_counter=counts and counts.skipped,
+                                    counter=counts and counts.boxes)
     if training.steps_per_epoch:
         train = train.repeat()  # epochs are steps_per_epoch batches, not passes
     val = wider_face.make_dataset(resolved, "val", batch_size=training.batch_size,

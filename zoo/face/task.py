@@ -2,7 +2,9 @@
 
     build_model(config) -> compiled `retinanet.FaceDetector` (sections handed over whole)
     datasets(config, data_dir) -> (train_ds, eval_ds)       (`data.datasets`, targets from
-                                                             the model's `Anchors.encode`)
+                                                             the model's `Anchors.encode`; the
+                                                             training pipeline counts what it
+                                                             drops into `self.data_counts`)
     evaluate(model, config, data_dir, model_dir) -> {"ap_easy", "ap_medium", "ap_hard"}
                                                             (`evaluation.evaluate`)
 """
@@ -52,8 +54,10 @@ class FaceTask:
         return model
 
     def datasets(self, config, data_dir):
+        self.data_counts = face_data.DataCounts()  # logged each epoch by train.py
         anchors = Anchors(**vars(config.anchors))
-        return face_data.datasets(config, data_dir, anchors.encode)
+        return face_data.datasets(config, data_dir, anchors.encode,
+                                  self.data_counts)
 
     def evaluate(self, model, config, data_dir, model_dir):
         return evaluation.evaluate(model, config, data_dir, model_dir)

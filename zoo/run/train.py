@@ -28,7 +28,9 @@ with a message naming both; config.json is (re)written only once the saved state
 The task (`registry.TASKS[config.task]`) provides `build_model(config)`,
 `datasets(config, data_dir)` and `evaluate(model, config, data_dir, model_dir)`; configs are
 dataclasses with a `task` and a `training` section (batch_size, epochs, steps_per_epoch,
-validate_every_epoch, seed).
+validate_every_epoch, seed). A task whose `datasets` leaves a `data_counts` (the face tasks:
+`zoo.face.data.DataCounts`, faces the pipeline dropped) gets its `logs()` added to every epoch's
+logs, history.csv and TensorBoard (`callbacks.LogCounts`).
 
 Scale and resilience (see `distribute.py` and `resilience.py`):
     --strategy     the model, optimizer and metrics are built under the strategy's scope and
@@ -54,7 +56,7 @@ import tensorflow as tf
 import handgrad.losses  # noqa: F401  (registers the losses for loading model.keras)
 from handgrad.zoo.run import cli, distribute, registry, resilience
 from handgrad.zoo.run import model_dir as model_dir_lib
-from handgrad.zoo.run.callbacks import EpochTimer
+from handgrad.zoo.run.callbacks import EpochTimer, LogCounts
 
 
 def train_and_evaluate(config, model_dir, data_dir=None, *, overrides=None, verbose="auto",
@@ -128,6 +130,7 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
                           then=lambda: model_dir_lib.write_config(model_dir, record)),
         guard,
         EpochTimer(),
+        *([LogCounts(task.data_counts.logs)] if hasattr(task, "data_counts") else []),
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(model_dir / "logs")),
     ]

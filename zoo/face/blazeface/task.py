@@ -45,10 +45,12 @@ class BlazeFaceTask:
         return model
 
     def datasets(self, config, data_dir):
+        self.data_counts = face_data.DataCounts()  # logged each epoch by train.py
         _check_sizes(config)
         m = config.matching
         targets = BlazeFaceTargets(config.model.variant, m.center_radius, m.scale_tolerance)
-        return face_data.datasets(config, data_dir, targets.encode)
+        return face_data.datasets(config, data_dir, targets.encode,
+                                  self.data_counts)
 
     def evaluate(self, model, config, data_dir, model_dir):
         return evaluation.evaluate(model, config, data_dir, model_dir)
