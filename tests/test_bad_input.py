@@ -252,8 +252,11 @@ def test_bad_config_values(mnist_dir, tmp_path, monkeypatch, overrides, error, m
      r"\(anchors\.positive_iou=0\.5\)\. Received: anchors\.negative_iou=0\.6"),
     ({"model.backbone": "vgg16"}, r"model\.backbone must be one of \[.*'resnet18'.*\]\. "
                                   r"Received: model\.backbone='vgg16'"),
+    ({"model.imagenet_weights": "imagenet"},
+     r"model\.imagenet_weights must be None, or a str with model\.backbone=resnet50 .*"
+     r"Received: model\.imagenet_weights='imagenet'"),
 ], ids=["image_sizes_not_multiple_of_stride", "strides_not_powers_of_two",
-        "negative_iou_above_positive", "unknown_backbone"])
+        "negative_iou_above_positive", "unknown_backbone", "imagenet_weights_not_resnet50"])
 def test_bad_face_config_values(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         train_and_evaluate("face_small_synthetic", tmp_path / "run", tmp_path / "data",

@@ -139,7 +139,10 @@ def face_rules():
         ("model.head_filters", "int >= 1"), ("model.num_cls_convs", "int >= 0"),
         ("model.num_box_convs", "int >= 0"), ("model.separable_convs", "bool"),
         ("model.prior_probability", "number in (0, 1)"), ("model.freeze_backbone_bn", "bool"),
-        ("model.bn_momentum", "number in [0, 1)"), ("model.imagenet_weights", "None or str"),
+        ("model.bn_momentum", "number in [0, 1)"), ("model.imagenet_weights", (
+            lambda v, c: v is None or (isinstance(v, str) and c.model.backbone == "resnet50"),
+            "None, or a str with model.backbone=resnet50 (the only backbone with ImageNet "
+            "weights here)")),
         ("anchors.min_size", "number > 0"), ("anchors.max_size", "number >= anchors.min_size"),
         ("anchors.scales_per_level", "int >= 1"), ("anchors.aspect_ratios", "numbers > 0"),
         ("anchors.strides", (_pyramid_strides, "consecutive powers of two from 4 up, e.g. "
