@@ -17,7 +17,8 @@
 4. Input pipeline (`pipeline_bench`): images/s per core of (b)'s training pipeline, and the
    target encoding of the 709-face layout at 640 (time, peak memory, positives) with (b)'s
    anchors and with a P2 level.
-5. PNGs into --png_dir: PR curves of (a) and (b), and (b)'s detections on the val crowd,
+5. PNGs into --png_dir: PR curves of (a) and (b), and (b)'s detections (score >= 0.3) on a val
+   crowd (the image with the most faces >= 16 px tall; its ground truth drawn too),
    `skimage.data.astronaut()` and matplotlib's `grace_hopper.jpg`.
 
 Prints one JSON line (appended to benchmarks/results/wider_geometry_bench.jsonl): `seed.ap_easy`,
@@ -206,33 +207,40 @@ def plot_curves(curves, png_path):
 
 
 def _photos(data_dir):
+    """{name: (uint8 photo, ground-truth boxes or None)}: the validation image with the most
+    faces at least 16 px tall (a crowd whose faces a person can see in the PNG), and the two
+    real photographs."""
     import matplotlib.cbook
     import skimage.data
 
     records = wider_face.parse_annotations(wider_face.find_annotation_file(data_dir, "val"))
-    crowd = max(records, key=lambda r: len(r.boxes))
-    crowd_path = wider_face.find_annotation_file(data_dir, "val").parents[1] / "WIDER_val" / \
-        "images" / crowd.path
+    crowd = max(records, key=lambda r: int(np.sum(np.asarray(r.boxes)[:, 2] -
+                                                  np.asarray(r.boxes)[:, 0] >= 16)))
+    crowd_path = wider_face.images_dir(data_dir, "val") / crowd.path
     grace = matplotlib.cbook.get_sample_data("grace_hopper.jpg")
-    return {"crowd": np.asarray(Image.open(crowd_path).convert("RGB")),
-            "astronaut": skimage.data.astronaut(),
-            "grace_hopper": np.asarray(Image.open(grace).convert("RGB"))}
+    return {"crowd": (np.asarray(Image.open(crowd_path).convert("RGB")), crowd.boxes),
+            "astronaut": (skimage.data.astronaut(), None),
+            "grace_hopper": (np.asarray(Image.open(grace).convert("RGB")), None)}
 
 
-def annotate_photos(model_dir, data_dir, png_dir, suffix, min_score=0.5):
-    """(b)'s detections (score >= min_score, original resolution) drawn on three photos."""
+def annotate_photos(model_dir, data_dir, png_dir, suffix, min_score=0.3):
+    """(b)'s detections (score >= min_score, original resolution) drawn in green with their
+    scores on three photos; the crowd's ground truth in thin white beneath them."""
     model, _ = model_dir_lib.load_trained(model_dir)
     detect = evaluation.TestTimeAugmentation(model)
     png_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, photo in _photos(data_dir).items():
+    for name, (photo, truth) in _photos(data_dir).items():
         boxes, scores, _ = detect(tf.constant(photo[None] / 255.0, tf.float32),
                                   np.array([photo.shape[:2]]))
         image = Image.fromarray(photo)
         draw = ImageDraw.Draw(image)
+        for y0, x0, y1, x1 in [] if truth is None else truth:
+            draw.rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=1)
         for (y0, x0, y1, x1), score in zip(boxes[0], scores[0], strict=True):
             if score >= min_score:
                 draw.rectangle([x0, y0, x1, y1], outline=(0, 255, 0), width=2)
+                draw.text((x0 + 2, max(y0 - 11, 0)), f"{score:.2f}", fill=(0, 255, 0))
         paths.append(png_dir / f"wider_geometry_{name}{suffix}.png")
         image.quantize(256).save(paths[-1], optimize=True)  # a palette PNG: 1/3 of the bytes
     return paths
