@@ -179,16 +179,26 @@ def images_dir(data_dir, split):
 class SkipCounter:
     """Counts images that failed to decode and were skipped by `make_dataset`.
 
-    Exact once the dataset has been iterated to the end (elements in flight are not yet counted).
+    `skipped` is exact once the dataset has been iterated to the end. `skipped_so_far` is exact
+    at any time for the files up to the newest decoded one, which is what a training stream that
+    never ends can report: each file gets a sequence number in stream order (a sequential map)
+    before the parallel, order-keeping decode, and `last` is the number of the newest decoded
+    one, so every earlier number was either decoded or skipped (files in flight count in
+    neither; a failure after the newest decoded file counts once the next file decodes).
     """
 
     def __init__(self):
-        self.attempted = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.attempted = tf.Variable(0, dtype=tf.int64, trainable=False)  # numbers handed out
+        self.last = tf.Variable(0, dtype=tf.int64, trainable=False)  # newest decoded number
         self.decoded = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     @property
     def skipped(self):
         return int(self.attempted.numpy() - self.decoded.numpy())
+
+    @property
+    def skipped_so_far(self):
+        return int(self.last.numpy() - self.decoded.numpy())
 
 
 def decode_image(contents):
@@ -213,15 +223,19 @@ def _file_source(data_dir, split):
 
 
 def _load(counter):
-    def load(full_path, boxes, rel_path):
-        counter.attempted.assign_add(1)
-        return decode_image(tf.io.read_file(full_path)), boxes, rel_path
+    """(number, load, count): the sequential numbering, the parallel decode and the sequential
+    count of `SkipCounter`."""
+    def number(full_path, boxes, rel_path):
+        return full_path, boxes, rel_path, counter.attempted.assign_add(1)
 
-    def count(image, boxes, rel_path):
-        counter.decoded.assign_add(1)
-        return image, boxes, rel_path
+    def load(full_path, boxes, rel_path, seq):
+        return decode_image(tf.io.read_file(full_path)), boxes, rel_path, seq
 
-    return load, count
+    def count(image, boxes, rel_path, seq):
+        with tf.control_dependencies([counter.last.assign(seq), counter.decoded.assign_add(1)]):
+            return tf.identity(image), boxes, rel_path
+
+    return number, load, count
 
 
 def from_tfds_example(example):
@@ -275,7 +289,8 @@ def load_examples(data_dir, split, *, training=True, shuffle_buffer=None, seed=N
         ds, num = _file_source(data_dir, split)
         if training:
             ds = ds.shuffle(shuffle_buffer or num, seed=seed, reshuffle_each_iteration=True)
-        load, count = _load(counter)
+        number, load, count = _load(counter)
+        ds = ds.map(number)  # sequential: numbers in stream order
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         # Undecodable images are dropped here, before the parser pairs examples with their
         # per-batch parameters, so batches stay aligned.

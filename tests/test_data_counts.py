@@ -61,3 +61,18 @@ def test_crop_drops_are_logged_and_every_face_is_counted(data_dir):
     assert logs["data_faces"] == int(faces.sum())
     assert 0 < logs["data_faces_dropped_by_crop"] < logs["data_faces"]  # 0.3 crops drop some
     assert logs["data_faces_dropped_by_cap"] == 0
+
+
+def test_a_clean_stream_reports_no_skipped_image_mid_epoch(tmp_path):
+    """Mid-stream (training repeats the data), files still being decoded are not "skipped":
+    a set with no corrupt file reports 0 while the decoder runs ahead of the batches."""
+    synthetic_faces.generate(tmp_path, num_train=6, num_val=1, seed=5)
+    config = apply_overrides(get_config("face_small_synthetic"), {
+        **SET, "data.image_sizes": (128,), "data.eval_size": 128, "training.batch_size": 2,
+        "training.steps_per_epoch": 5})
+    task = FaceTask()
+    train, _ = task.datasets(config, tmp_path)
+    for _ in train.take(10):
+        pass
+    logs = task.data_counts.logs()
+    assert logs["data_images"] >= 20 and logs["data_images_skipped"] == 0

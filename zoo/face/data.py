@@ -156,7 +156,7 @@ class DataCounts:
         "data_faces_dropped_empty"[, "data_faces", "data_faces_dropped_by_crop"]}: ints."""
         boxes = self.boxes.counts()
         out = {"data_images": int(self.skipped.decoded.numpy()),
-               "data_images_skipped": self.skipped.skipped,
+               "data_images_skipped": self.skipped.skipped_so_far,
                "data_faces_dropped_by_cap": boxes["dropped_by_cap"],
                "data_faces_dropped_empty": boxes["dropped_empty"]}
         if self.policy is not None:
