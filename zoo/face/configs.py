@@ -319,9 +319,15 @@ def mobile_model():
 
 def face_mobile_synthetic():
     """The mobile network with everything else of `face_small_synthetic` (anchors, data,
-    1 200 steps of Adam): the accuracy comparison of issue 13 (goal: AP within 0.05 of the
-    ResNet18's on each setting)."""
-    return dataclasses.replace(face_small_synthetic(), model=mobile_model())
+    1 200 steps of Adam, clipnorm 10) but a 10 x larger learning rate: the accuracy comparison
+    of issue 13 (goal: AP within 0.05 of the ResNet18's on each setting, same steps).
+
+    The thin network learns far slower per step at the ResNet18's rate. Swept on this config
+    (AP hard after the 1 200 steps, README): 1e-3 0.486, 3e-3 0.805, 6e-3 0.879, 1e-2 0.907,
+    against the ResNet18's 0.938 at 1e-3."""
+    small = face_small_synthetic()
+    return dataclasses.replace(small, model=mobile_model(), training=dataclasses.replace(
+        small.training, learning_rate=1e-2))
 
 
 def face_mobile_wider_geometry():
