@@ -8,15 +8,16 @@
    the .mat order, plus the densest layout of each split (709 faces in train, 590 in val).
 2. Trains `face_small_wider_geometry` (a: the seed's resize + flip, anchors 14-220 px on P3-P6,
    AP at the 640 resize) and `face_small_wider_geometry_improved` (b: crops + photometric,
-   anchors from 8 px, AP at original resolution) for the same `--steps`, each into its own
-   model_dir (kept: `handgrad-export --model_dir=...` works on them), and (b) once more with a
-   stride-4 P2 level (the small-face alternative, `--no_p2_study` skips it).
+   anchors 8-220 px on P2-P6, AP at original resolution) for the same `--steps`, each into its
+   own model_dir (kept: `handgrad-export --model_dir=...` works on them), and (b) once more with
+   the same 8 px anchors on P3-P6, no P2 level (the other small-face option of issue 12 item 4,
+   model "improved_p3"; `--no_p2_study` skips it).
 3. Scores each model under the other evaluation settings too (original size vs 640 resize,
    test-time flip, test-time scales), with the official protocol on the real easy / medium /
    hard `gt_list`s restricted to the validation images.
 4. Input pipeline (`pipeline_bench`): images/s per core of (b)'s training pipeline, and the
    target encoding of the 709-face layout at 640 (time, peak memory, positives) with (b)'s
-   anchors and with a P2 level.
+   anchors and without the P2 level.
 5. PNGs into --png_dir: PR curves of (a) and (b), and (b)'s detections (score >= 0.3) on a val
    crowd (the image with the most faces >= 16 px tall; its ground truth drawn too),
    `skimage.data.astronaut()` and matplotlib's `grace_hopper.jpg`.
@@ -49,7 +50,7 @@ from handgrad.zoo.run.train import train_and_evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, IMPROVED = "face_small_wider_geometry", "face_small_wider_geometry_improved"
-P2_STRIDES = (4, 8, 16, 32, 64)
+P3_STRIDES = (8, 16, 32, 64)  # (b) without its P2 level
 MODES = {"quick": {"train_layouts": 60, "val_layouts": 30, "renders": 1, "steps": 20},
          "full": {"train_layouts": 600, "val_layouts": 250, "renders": 1, "steps": 600}}
 # evaluation variants: name -> (model, data overrides); "seed" / "improved" are the headline ones
@@ -141,7 +142,7 @@ def anchors_at_640(anchor_overrides):
 
 
 def run_models(args, data_dir, common):
-    """Trains (a), (b) and optionally (b) with P2; returns (result fields, model_dirs)."""
+    """Trains (a), (b) and optionally (b) without P2; returns (result fields, model_dirs)."""
     dirs = {"seed": args.out_dir / "seed", "improved": args.out_dir / "improved"}
     result = {}
     for key, name in (("seed", SEED), ("improved", IMPROVED)):
@@ -149,11 +150,11 @@ def run_models(args, data_dir, common):
         result.update(flatten(key, metrics))
         result[f"{key}.train_s"] = round(seconds, 1)
     if args.p2_study:
-        dirs["improved_p2"] = args.out_dir / "improved_p2"
-        metrics, seconds = train(IMPROVED, dirs["improved_p2"], data_dir,
-                                 {**common, "anchors.strides": P2_STRIDES})
-        result.update(flatten("improved_p2", metrics))
-        result["improved_p2.train_s"] = round(seconds, 1)
+        dirs["improved_p3"] = args.out_dir / "improved_p3"
+        metrics, seconds = train(IMPROVED, dirs["improved_p3"], data_dir,
+                                 {**common, "anchors.strides": P3_STRIDES})
+        result.update(flatten("improved_p3", metrics))
+        result["improved_p3.train_s"] = round(seconds, 1)
     cache = args.out_dir / "variants.json"  # scored variants, kept for a rerun
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     for name, (key, overrides) in VARIANTS.items():
@@ -167,7 +168,8 @@ def run_models(args, data_dir, common):
 
 def pipeline_numbers(data_dir, config, images):
     """(b)'s training pipeline in images/s per core, and the target encoding of the densest
-    train layout (709 faces) at 640 with (b)'s anchors and with a P2 level (`pipeline_bench`)."""
+    train layout (709 faces) at 640 with (b)'s anchors and without its P2 level
+    (`pipeline_bench`)."""
     rate = pipeline_bench.pipeline_throughput(
         data_dir, vars(config.anchors), size=max(config.data.image_sizes),
         batch_size=config.training.batch_size, images=images, max_boxes=config.data.max_boxes)
@@ -175,7 +177,7 @@ def pipeline_numbers(data_dir, config, images):
         wider_face.find_annotation_file(data_dir, "train"))
     result = {"pipeline_images_per_s_per_core": rate["images_per_s_per_core"],
               "pipeline_images_per_s": rate["images_per_s"], "pipeline_cores": rate["cores"]}
-    for name, strides in (("improved", config.anchors.strides), ("improved_p2", P2_STRIDES)):
+    for name, strides in (("improved", config.anchors.strides), ("improved_p3", P3_STRIDES)):
         crowd = pipeline_bench.crowd_encoding(
             Anchors(**{**vars(config.anchors), "strides": strides}), boxes, image_hw, size=640)
         result.update({f"crowd_640.{name}.{k}": v for k, v in crowd.items()})
@@ -272,7 +274,7 @@ def main():
     result.update(pipeline_numbers(data_dir, registry.apply_overrides(
         registry.get_config(IMPROVED), common), 24 if args.quick else 96))
     result["anchors_at_640.improved"] = anchors_at_640({})
-    result["anchors_at_640.improved_p2"] = anchors_at_640({"anchors.strides": P2_STRIDES})
+    result["anchors_at_640.improved_p3"] = anchors_at_640({"anchors.strides": P3_STRIDES})
     result["anchors_at_640.seed"] = int(sum(int(c) for c in Anchors(
         **vars(registry.get_config(SEED).anchors)).counts((640, 640))))
     suffix = "" if mode == "full" else "_quick"

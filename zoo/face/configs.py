@@ -272,14 +272,23 @@ def small_face_anchors():
     return AnchorConfig(min_size=8.0, max_size=220.0, strides=(8, 16, 32, 64))
 
 
+def p2_face_anchors():
+    """Anchors for faces down to ~8 px with a stride-4 level: 8 .. 220 px on P2-P6."""
+    return AnchorConfig(min_size=8.0, max_size=220.0, strides=(4, 8, 16, 32, 64))
+
+
 def face_small_wider_geometry_improved():
     """The improved recipe, same network and steps as `face_small_wider_geometry`: random square
     crops of 0.3-1.0 of the short side (RetinaFace), photometric distortion, resize to 640, flips;
-    `small_face_anchors`; evaluation at original resolution."""
+    `p2_face_anchors`; evaluation at original resolution.
+
+    P2 was chosen over `small_face_anchors` (the same 8 px anchors on P3-P6) by the WIDER-geometry
+    benchmark: AP 0.542 / 0.571 / 0.434 against 0.324 / 0.322 / 0.180 after the same 600 steps,
+    for 4 x the anchors (102 300 against 25 500 at 640) and ~1.5 x the training time."""
     return _small_wider_geometry(DataConfig(
         dataset="wider_geometry", image_sizes=(640,), eval_size=640, eval_mode="original",
         augment="crop_photometric", crop_min=0.3, crop_max=1.0, max_boxes=1000),
-        small_face_anchors())
+        p2_face_anchors())
 
 
 def face_resnet50_wider_improved():
