@@ -43,8 +43,8 @@ def _snapshot(root):
 # ---- handgrad-detect -------------------------------------------------------------------------
 
 class WholeImageDetector(keras.Model):
-    """Stand-in detector: one box over its whole (square, padded) input, score 0.9; mapped back
-    to original pixels and clipped, it is the image's own rectangle."""
+    """Stand-in detector: one box over its whole (padded) input, score 0.9; mapped back to
+    original pixels and clipped, it is the image's own rectangle."""
 
     input_multiple = 32
 
@@ -52,8 +52,8 @@ class WholeImageDetector(keras.Model):
         return images
 
     def detect(self, images, score_threshold, iou_threshold, max_detections):
-        batch, side = tf.shape(images)[0], tf.cast(tf.shape(images)[1], tf.float32)
-        box = tf.stack([0.0, 0.0, side, side])[None, None]  # (1, 1, 4)
+        batch, hw = tf.shape(images)[0], tf.cast(tf.shape(images)[1:3], tf.float32)
+        box = tf.concat([[0.0, 0.0], hw], 0)[None, None]  # (1, 1, 4)
         boxes = tf.pad(tf.tile(box, [batch, 1, 1]), [[0, 0], [0, max_detections - 1], [0, 0]])
         scores = tf.pad(tf.fill([batch, 1], 0.9), [[0, 0], [0, max_detections - 1]])
         return {"boxes": boxes, "scores": scores, "num_detections": tf.ones([batch], tf.int32)}
