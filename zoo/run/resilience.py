@@ -52,6 +52,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import keras
@@ -295,6 +296,25 @@ class Resume(keras.callbacks.Callback):
             self.then()
 
 
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Holds back Ctrl-C (SIGINT) while the block writes files: one that arrives meanwhile is
+    raised as KeyboardInterrupt once the block is done, so the epoch's files are complete. An
+    interrupt inside an HDF5 write can leave the library mid-call; a CI run once hung at exit
+    after a Ctrl-C sent right after `latest.json` appeared, i.e. during the checkpoint copy."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if received:
+        raise KeyboardInterrupt
+
+
 class AtomicBackup(keras.callbacks.Callback):
     """Resumable training state, written atomically at the end of every epoch (last callback).
 
@@ -318,6 +338,10 @@ class AtomicBackup(keras.callbacks.Callback):
         done = epoch + 1
         name = f"state-{done:04d}.weights.h5"
         states = sorted(self.backup_dir.glob("state-*.weights.h5"))
+        with deferred_interrupt():
+            self._write(done, name, states)
+
+    def _write(self, done, name, states):
         try:
             save_weights_atomically(self.model, self.backup_dir / name, fault_epoch=done,
                                     like=states[-1] if states else None)
