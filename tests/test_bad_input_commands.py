@@ -153,8 +153,11 @@ def test_verbose_shows_the_traceback(mnist_dir, tmp_path):
 
 def test_ctrl_c_says_where_the_rerun_resumes_and_the_rerun_says_so(mnist_dir, tmp_path):
     args = _train_args(tmp_path, mnist_dir, "--epochs=100000", "--steps=1")
+    # the child gets SIGINT's default action even when the tests run in the background, where
+    # a shell starts them (and so this child) with SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", MODULES["handgrad-train"], *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "backup" / "latest.json").is_file():

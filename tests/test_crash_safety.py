@@ -202,13 +202,18 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
 
 def test_ctrl_c_during_a_state_write_is_raised_after_the_write(tmp_path):
     """`AtomicBackup` writes inside `deferred_interrupt`: a Ctrl-C that arrives mid-write lets
-    the write finish, then interrupts; afterwards Ctrl-C interrupts at once again."""
-    with pytest.raises(KeyboardInterrupt):
-        with resilience.deferred_interrupt():
+    the write finish, then interrupts; afterwards Ctrl-C interrupts at once again. (Python's
+    own handler is set first: a test run started in the background inherits SIGINT ignored.)"""
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with resilience.deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # Python runs the handler here
+                (tmp_path / "after").write_text("written")
+        assert (tmp_path / "after").read_text() == "written"
+        with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)  # Python runs the handler here
-            (tmp_path / "after").write_text("written")
-    assert (tmp_path / "after").read_text() == "written"
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)
+            time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGINT, original)

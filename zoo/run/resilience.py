@@ -299,9 +299,8 @@ class Resume(keras.callbacks.Callback):
 @contextlib.contextmanager
 def deferred_interrupt():
     """Holds back Ctrl-C (SIGINT) while the block writes files: one that arrives meanwhile is
-    raised as KeyboardInterrupt once the block is done, so the epoch's files are complete. An
-    interrupt inside an HDF5 write can leave the library mid-call; a CI run once hung at exit
-    after a Ctrl-C sent right after `latest.json` appeared, i.e. during the checkpoint copy."""
+    raised as KeyboardInterrupt once the block is done, so the epoch's files are complete (an
+    interrupt inside an HDF5 write could leave the library mid-call)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
