@@ -37,7 +37,7 @@ import pytest
 
 import handgrad  # noqa: F401
 from handgrad.zoo.mnist.models import build_mnist_cnn
-from handgrad.zoo.run import resilience
+from handgrad.zoo.run import cli, resilience
 from handgrad.zoo.run.train import train_and_evaluate
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -207,7 +207,7 @@ def test_ctrl_c_during_a_state_write_is_raised_after_the_write(tmp_path):
     original = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with resilience.deferred_interrupt():
+            with cli.deferred_interrupt():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.2)  # Python runs the handler here
                 (tmp_path / "after").write_text("written")

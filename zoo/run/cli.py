@@ -11,8 +11,10 @@ foresaw (those say so and ask for `--verbose`).
 import contextlib
 import logging
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 # Errors that are the user's to fix (bad input, missing or corrupt files, a full disk).
@@ -60,6 +62,25 @@ def _fresh_line():
     """Ends a progress bar's line on a terminal, so that the message starts its own."""
     if sys.stdout.isatty():
         print(flush=True)
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Holds back Ctrl-C (SIGINT) while the block runs: one that arrives meanwhile is raised as
+    KeyboardInterrupt once the block is done. `resilience.AtomicBackup` writes an epoch's state
+    inside it, so a Ctrl-C during that write keeps the finished epoch (an interrupted atomic
+    write would be discarded whole, and the rerun would redo the epoch)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if received:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -52,12 +52,13 @@ import re
 import shutil
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from handgrad.zoo.run import cli
 
 LATEST = "latest.json"
 _EPOCH = re.compile(r"^(?:state-|epoch_)(\d+)\.weights\.h5$")
@@ -296,24 +297,6 @@ class Resume(keras.callbacks.Callback):
             self.then()
 
 
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Holds back Ctrl-C (SIGINT) while the block writes files: one that arrives meanwhile is
-    raised as KeyboardInterrupt once the block is done, so the epoch's files are complete (an
-    interrupt inside an HDF5 write could leave the library mid-call)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-    if received:
-        raise KeyboardInterrupt
-
-
 class AtomicBackup(keras.callbacks.Callback):
     """Resumable training state, written atomically at the end of every epoch (last callback).
 
@@ -337,7 +320,7 @@ class AtomicBackup(keras.callbacks.Callback):
         done = epoch + 1
         name = f"state-{done:04d}.weights.h5"
         states = sorted(self.backup_dir.glob("state-*.weights.h5"))
-        with deferred_interrupt():
+        with cli.deferred_interrupt():  # a finished epoch is not lost to a Ctrl-C
             self._write(done, name, states)
 
     def _write(self, done, name, states):
