@@ -105,21 +105,24 @@ def train(name, model_dir, data_dir, overrides):
                              "delete it or pass another --out_dir.")
     else:
         train_and_evaluate(name, model_dir, data_dir, overrides=overrides, verbose=2)
-    predictions = wider_eval.read_results(model_dir / "wider_results")
-    images = wider_eval.load_ground_truth(str(wider_eval.find_ground_truth_dir(data_dir)))
-    images = [entry for entry in images if entry[0] in predictions]
+    predictions, images = _scored(model_dir, data_dir)
     aps = wider_eval.evaluate_images(predictions, images)
     history = np.genfromtxt(model_dir / "history.csv", delimiter=",", names=True)
     return ({"val_images": len(images), **{f"ap_{k}": float(v) for k, v in aps.items()}},
             float(np.sum(history["epoch_seconds"])))
 
 
-def curves_of(model_dir, data_dir):
-    """PR curves of the result files a training's evaluation wrote."""
+def _scored(model_dir, data_dir):
+    """(predictions, ground truth) of the result files a training's evaluation wrote: the
+    validation images it scored."""
     predictions = wider_eval.read_results(Path(model_dir) / "wider_results")
     images = wider_eval.load_ground_truth(str(wider_eval.find_ground_truth_dir(data_dir)))
-    images = [entry for entry in images if entry[0] in predictions]
-    return wider_eval.evaluate_images(predictions, images, return_curves=True)[1]
+    return predictions, [entry for entry in images if entry[0] in predictions]
+
+
+def curves_of(model_dir, data_dir):
+    """PR curves of the result files a training's evaluation wrote."""
+    return wider_eval.evaluate_images(*_scored(model_dir, data_dir), return_curves=True)[1]
 
 
 def score_variant(model_dir, data_dir, overrides):
@@ -216,8 +219,7 @@ def _photos(data_dir):
     import skimage.data
 
     records = wider_face.parse_annotations(wider_face.find_annotation_file(data_dir, "val"))
-    crowd = max(records, key=lambda r: int(np.sum(np.asarray(r.boxes)[:, 2] -
-                                                  np.asarray(r.boxes)[:, 0] >= 16)))
+    crowd = max(records, key=lambda r: int(np.sum(r.boxes[:, 2] - r.boxes[:, 0] >= 16)))
     crowd_path = wider_face.images_dir(data_dir, "val") / crowd.path
     grace = matplotlib.cbook.get_sample_data("grace_hopper.jpg")
     return {"crowd": (np.asarray(Image.open(crowd_path).convert("RGB")), crowd.boxes),

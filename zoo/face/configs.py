@@ -169,7 +169,6 @@ class FaceConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
 
-
 def section(cls, value, name):
     """A config section from a dataclass, a dict of its fields (lists become tuples, as JSON
     turns them into lists) or None (the defaults); `name` is the argument, for errors."""
@@ -184,6 +183,7 @@ def section(cls, value, name):
             raise ValueError(f"{name}: unknown field(s) {unknown}. Known: {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
     raise TypeError(f"{name} must be a {cls.__name__} or a dict. Received: {type(value).__name__}")
+
 
 # handgrad 0.1 flat field -> (section, field) where the name changed; every other flat field
 # kept its name inside exactly one section.
