@@ -12,11 +12,14 @@ def _wait(out):
     tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
 
 
-def interleaved_samples(fns, repeats=15, iters=1, warmup=3):
-    """Seconds per call of each function in `fns` (a dict name -> zero-arg callable), per repeat.
+def interleaved_samples(fns, repeats=15, iters=1, warmup=3, block=1):
+    """Seconds per call of each function in `fns` (a dict name -> zero-arg callable), per sample.
 
-    Each repeat times every function once (`iters` calls, averaged), alternating the order
-    between repeats, so slow phases of the machine hit all twins alike.
+    Each repeat times every function `block` times in a row (each sample `iters` calls,
+    averaged), alternating the order between repeats, so slow phases of the machine hit all
+    twins alike. block > 1 is what a server sees (one runtime's calls back to back), still
+    twinned in one process: calls interleaved one by one also time the other runtimes' cache
+    and thread-pool churn (a TF call right after OpenCV's or LiteRT's re-warms its own).
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -25,10 +28,11 @@ def interleaved_samples(fns, repeats=15, iters=1, warmup=3):
     names = list(fns)
     for r in range(repeats):
         for name in names if r % 2 == 0 else reversed(names):
-            start = time.perf_counter()
-            for _ in range(iters):
-                _wait(fns[name]())
-            samples[name].append((time.perf_counter() - start) / iters)
+            for _ in range(block):
+                start = time.perf_counter()
+                for _ in range(iters):
+                    _wait(fns[name]())
+                samples[name].append((time.perf_counter() - start) / iters)
     return samples
 
 

@@ -1,23 +1,32 @@
 """BlazeFace serving latency: the handgrad SavedModel (`handgrad-export --pretrained=...`) against
 MediaPipe's own .tflite run by LiteRT (XNNPACK), the same network from stock keras.layers exported
-the same way, and OpenCV's Haar cascade, on one real photo, timed interleaved in one process.
+the same way, and OpenCV's Haar cascade, on one real photo, twinned in one process.
 
     python benchmarks/blazeface_latency_bench.py [--variants full_range,short_range]
-        [--repeats 50] [--photo astronaut|grace_hopper]
+        [--repeats 10] [--block 10] [--photo astronaut|grace_hopper]
     TF_NUM_INTRAOP_THREADS=4 python benchmarks/blazeface_latency_bench.py    (threads, default 2)
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/blazeface_latency_bench.py     (TF without oneDNN)
 
+Timing: each repeat calls each row's function `--block` times in a row (every call timed), the
+order of the blocks alternating between repeats (_timing.interleaved_samples): a server's view, one
+runtime's calls back to back. `--block 1` interleaves single calls, which also times each
+runtime re-warming its caches and threads after the others (TF the most: full range, one thread,
+the SavedModel / LiteRT ratio was 1.35 that way against 1.10 and 1.28 in blocks, same day).
+
 Rows (one JSON line each, {"bench": "blazeface_latency", "variant", "model", "p50_ms", "p90_ms"}):
     handgrad_savedmodel   serving_default: uint8 photo -> boxes in original pixels (letterbox
-                          with area resize, network, decoding, weighted NMS), all in TF
-    keras_savedmodel      the same with the network built from keras.layers
+                          with area resize, network, decoding, weighted NMS), all in TF; the
+                          network's weights frozen into the graph, as `handgrad-export` writes it
+    handgrad_savedmodel_variables   the same with the weights left as variables (freeze=False)
+    keras_savedmodel      the same as handgrad_savedmodel, network built from keras.layers
     litert_pipeline       what a LiteRT user runs: OpenCV letterbox (INTER_AREA resize), the
                           .tflite network, NumPy decoding + weighted NMS (MediaPipe's rules)
     handgrad_network      the SavedModel's `forward` only (float (1, S, S, 3))
     litert_network        the interpreter's invoke only, same input
     opencv_haar           detectMultiScale(grey, 1.1, 5) on the same photo
 plus {"model": "ratio", ...}: handgrad_savedmodel / litert_pipeline (target <= 1.5, issue 14),
-handgrad_network / litert_network, handgrad_savedmodel / keras_savedmodel. Both runtimes get
+handgrad_network / litert_network, handgrad_savedmodel / keras_savedmodel, handgrad_savedmodel /
+handgrad_savedmodel_variables. Both runtimes get
 the same CPU threads (TF_NUM_INTRAOP_THREADS, read by TF at start-up; LiteRT num_threads; OpenCV's
 setNumThreads). Detections are checked equal (same
 count, boxes within 1 px) before timing, so both sides do the same work.
@@ -120,9 +129,9 @@ def weighted_nms(boxes, scores, iou_threshold):
     return np.reshape(out_boxes, (-1, 4)), np.asarray(out_scores)
 
 
-def exported(model, variant, root, name):
+def exported(model, variant, root, name, freeze=True):
     path = os.path.join(root, name)
-    save(BlazeFaceServing(model, variant), path)
+    save(BlazeFaceServing(model, variant, freeze=freeze), path)
     return tf.saved_model.load(path)
 
 
@@ -143,22 +152,27 @@ def bench_variant(variant, image, args, root):
     twin.set_weights(ours.get_weights())
     saved, saved_twin = (exported(m, variant, root, f"{n}_{variant}")
                          for m, n in ((ours, "handgrad"), (twin, "keras")))
+    saved_variables = exported(ours, variant, root, f"variables_{variant}", freeze=False)
     litert = LitertPipeline(variant, THREADS)
     faces = check_same_faces(saved, litert, image)
+    check_same_faces(saved_variables, litert, image)
     s = get_variant(variant).input_size
     x = np.asarray(tf.image.resize(image[None] / 255.0, (s, s), method="area"), np.float32)
     uint8, xt = tf.constant(image[None]), tf.constant(x)
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     fns = {"handgrad_savedmodel": lambda: saved.signatures["serving_default"](images=uint8),
+           "handgrad_savedmodel_variables":
+               lambda: saved_variables.signatures["serving_default"](images=uint8),
            "keras_savedmodel": lambda: saved_twin.signatures["serving_default"](images=uint8),
            "litert_pipeline": lambda: litert(image),
            "handgrad_network": lambda: saved.forward(xt),
            "litert_network": lambda: litert.network(x),
            "opencv_haar": lambda: cascade.detectMultiScale(grey, 1.1, 5)}
-    samples = interleaved_samples(fns, repeats=args.repeats, warmup=3)
+    samples = interleaved_samples(fns, repeats=args.repeats, warmup=3, block=args.block)
     common = {"bench": "blazeface_latency", "variant": variant, "photo": args.photo,
               "image_hw": list(image.shape[:2]), "faces": faces, "threads": THREADS,
+              "repeats": args.repeats, "block": args.block,
               "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
     p50 = {}
     for name, values in samples.items():
@@ -171,13 +185,17 @@ def bench_variant(variant, image, args, root):
                       "network_over_litert_network": round(
                           p50["handgrad_network"] / p50["litert_network"], 3),
                       "handgrad_over_keras_savedmodel": round(
-                          p50["handgrad_savedmodel"] / p50["keras_savedmodel"], 3)}), flush=True)
+                          p50["handgrad_savedmodel"] / p50["keras_savedmodel"], 3),
+                      "frozen_over_variables_savedmodel": round(
+                          p50["handgrad_savedmodel"] / p50["handgrad_savedmodel_variables"], 3)}),
+          flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="full_range,short_range")
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--block", type=int, default=10, help="calls in a row per runtime")
     parser.add_argument("--photo", default="astronaut", choices=["astronaut", "grace_hopper"])
     args = parser.parse_args()
     cv2.setNumThreads(THREADS)

@@ -9,7 +9,9 @@ the same signatures as the trained detectors (serving.FaceServing), no handgrad 
        tip, mouth centre, right ear tragion, left ear tragion: the subject's right / left),
        zero-padded past the count.
     forward(x: float32 [batch, S, S, 3] in [0, 1]) -> the network's raw "regressors",
-       "classificators" (S = 128 short range, 192 full range); also the tflite_fn (batch 1).
+       "classificators" (S = 128 short range, 192 full range).
+The network's weights are graph constants in the SavedModel (`frozen_network`: faster on the CPU;
+no variables, no gradients). To fine-tune, start from the Keras model (`model.keras`).
 
 Each image is letterboxed as MediaPipe does (centred, zero borders, resized to S x S by area
 averaging: blazeface.inference.letterbox), so the network sees a face at S / max(H, W) of its
@@ -27,10 +29,47 @@ side needs a crop or tiles.
 """
 
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from handgrad.export.serving import _track_variables
 from handgrad.zoo.face.blazeface.inference import detect_faces
 from handgrad.zoo.face.blazeface.variants import NUM_KEYPOINTS, get_variant
+
+
+def frozen_network(model, input_size):
+    """The network as a function of its input alone, its weights folded in as graph constants.
+
+    Served this way, a call skips the variable reads (180 ReadVariableOps per full-range call)
+    and TF's optimiser sees constant filters; the SavedModel's p50 was 10-15 % lower than with
+    variables (benchmarks/blazeface_latency_bench.py's `handgrad_savedmodel_variables` twin; which
+    kernel gains most was not isolated). `convert_variables_to_constants_v2` is the freezing step
+    of TF's own TFLite converter.
+    Args: model: `(B, S, S, 3)` in [0, 1] -> {"regressors", "classificators"}; input_size S.
+    Returns: `network(x, training=False)` with the model's outputs (same structure); not
+        differentiable (an inference graph: `training` must stay False).
+    """
+    spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="x")
+    concrete = tf.function(lambda x: model(x, training=False),
+                           input_signature=[spec]).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+
+    def network(x, training=False):
+        if training:
+            raise ValueError("A frozen BlazeFace network is for inference only: fine-tune the "
+                             "Keras model instead.")
+        return tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(x))
+
+    return network
+
+
+def _variables_module(model, input_size):
+    """(the batch-1 network's concrete function, a tf.Module tracking its variables)."""
+    module = tf.Module()
+    _track_variables(module, model)
+    module.network = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="x")])
+    return module.network.get_concrete_function(), module
 
 
 class BlazeFaceServing(tf.Module):
@@ -42,14 +81,24 @@ class BlazeFaceServing(tf.Module):
             default thresholds.
         score_threshold, iou_threshold: None = MediaPipe's for the variant. max_detections: D.
         weighted: MediaPipe's weighted NMS (False: plain greedy NMS).
+        freeze: serve the network with its weights as graph constants (`frozen_network`; the
+            SavedModel then holds no variables). False keeps them as variables (the benchmark's
+            twin; `forward` then stays differentiable, like the trained detectors' exports).
+            Fine-tune the Keras model (`model.keras` beside the export).
     """
 
     def __init__(self, model, variant, score_threshold=None, iou_threshold=None,
-                 max_detections=100, weighted=True):
+                 max_detections=100, weighted=True, freeze=True):
         super().__init__(name="blazeface_serving")
-        self.model = model
         self.spec = get_variant(variant)
-        _track_variables(self, model)
+        s = self.spec.input_size
+        if freeze:
+            self.network = frozen_network(model, s)
+        else:  # as the trained detectors' exports: variables, differentiable `forward`
+            self.network = model
+            _track_variables(self, model)
+        # a frozen graph keeps the layers' custom-gradient markers but not what they capture
+        self.save_custom_gradients = not freeze
         if int(max_detections) < 1:
             raise ValueError(f"max_detections must be >= 1. Received: {max_detections}")
         self._post = dict(
@@ -58,14 +107,14 @@ class BlazeFaceServing(tf.Module):
             iou_threshold=float(self.spec.iou_threshold if iou_threshold is None
                                 else iou_threshold),
             max_detections=int(max_detections), weighted=bool(weighted))
-        s = self.spec.input_size
         self.forward = tf.function(
-            lambda x: self.model(x, training=False),
+            lambda x: self.network(x, training=False),
             input_signature=[tf.TensorSpec([None, s, s, 3], tf.float32, name="x")])
-        # the raw network for tflite.convert (TFLite has no builtin for the batched NMS)
-        self.tflite_fn = tf.function(
-            lambda x: self.model(x, training=False),
-            input_signature=[tf.TensorSpec([1, s, s, 3], tf.float32, name="x")])
+        # the raw network for tflite.convert (TFLite has no builtin for the batched NMS), from
+        # the variables: the converter writes a signature only when it freezes them itself.
+        # A plain closure, so the variables stay out of a frozen SavedModel.
+        self.tflite_source = lambda: _variables_module(model, s)
+
 
     @property
     def thresholds(self):
@@ -75,7 +124,7 @@ class BlazeFaceServing(tf.Module):
     def _detect(self, images):
         """uint8 (B, H, W, 3) -> the four outputs, original pixels (the letterbox reads uint8
         itself: the full-size photo is not converted to float first)."""
-        out = detect_faces(self.model, images, self.spec, **self._post)
+        out = detect_faces(self.network, images, self.spec, **self._post)
         return {"boxes": out["boxes"], "scores": out["scores"], "keypoints": out["keypoints"],
                 "num_detections": tf.cast(out["num_detections"], tf.int32)}
 

@@ -19,11 +19,14 @@ MODES = ("float32", "int8")
 
 
 def convert(module, mode="float32"):
-    """Returns the `.tflite` bytes of `module.tflite_fn` (a tf.function with a fixed signature)."""
+    """Returns the `.tflite` bytes of the module's raw network: `module.tflite_fn` (a tf.function
+    with a fixed signature), or the (concrete function, owner of its variables) that
+    `module.tflite_source()` returns (BlazeFaceServing, whose SavedModel keeps no variables)."""
     if mode not in MODES:
         raise ValueError(f"TFLite mode must be one of {MODES}. Received: mode={mode!r}")
-    concrete = module.tflite_fn.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    source = getattr(module, "tflite_source", None)
+    concrete, owner = source() if source else (module.tflite_fn.get_concrete_function(), module)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], owner)
     if mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range quantisation
     return converter.convert()

@@ -178,3 +178,39 @@ def test_unknown_pretrained_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"--pretrained must be one of .*blazeface_full_range.*"
                                          r"Received: 'blazeface_long_range'"):
         export_pretrained("blazeface_long_range", tmp_path)
+
+
+def test_served_network_is_frozen_and_still_mediapipes(full_range_export, photo_bytes):
+    """The SavedModel serves the network with its weights as graph constants (frozen_network):
+    nothing to restore, and the reloaded `forward` gives LiteRT's raw outputs on real photos.
+    The frozen function refuses training use; freeze=False keeps differentiable variables."""
+    from handgrad.export import tflite
+    from handgrad.export.blazeface_serving import BlazeFaceServing, frozen_network
+    from handgrad.zoo.face.blazeface.tflite_import import import_blazeface
+
+    assert tf.train.list_variables(str(full_range_export / "variables" / "variables")) == [
+        ("_CHECKPOINTABLE_OBJECT_GRAPH", [])]
+    images = [tf.io.decode_image(photo_bytes[n], channels=3, expand_animations=False)
+              for n in ("astronaut", "grace_hopper")]
+    x = np.concatenate([letterbox(i[None], 192)[0].numpy() for i in images])
+    out = tf.saved_model.load(str(full_range_export)).forward(tf.constant(x))
+    reg, cls = litert_outputs("full_range", x)
+    # the bound of test_blazeface (float32 rounding): freezing changes no weight
+    np.testing.assert_allclose(out["regressors"].numpy(), reg, atol=1e-5 * np.abs(reg).max())
+    np.testing.assert_allclose(out["classificators"].numpy(), cls, atol=1e-5 * np.abs(cls).max())
+
+    model = import_blazeface("short_range")
+    with pytest.raises(ValueError, match="inference only"):
+        frozen_network(model, 128)(tf.zeros([1, 128, 128, 3]), training=True)
+    # `handgrad-export --tflite` of a frozen module converts the variables' own graph
+    small = letterbox(images[0][None], 128)[0].numpy()
+    converted = tflite.run(tflite.convert(BlazeFaceServing(model, "short_range")), small)
+    reg, cls = litert_outputs("short_range", small)
+    np.testing.assert_allclose(converted["regressors"], reg, atol=1e-5 * np.abs(reg).max())
+    np.testing.assert_allclose(converted["classificators"], cls, atol=1e-5 * np.abs(cls).max())
+    with tf.GradientTape() as tape:
+        y = BlazeFaceServing(model, "short_range", freeze=False).forward(tf.zeros([1, 128, 128, 3]))
+        loss = tf.reduce_sum(y["classificators"])
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0
+                                                     for g in grads)
