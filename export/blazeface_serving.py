@@ -49,15 +49,25 @@ def frozen_network(model, input_size):
         differentiable (an inference graph: `training` must stay False).
     """
     spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="x")
-    concrete = tf.function(lambda x: model(x, training=False),
-                           input_signature=[spec]).get_concrete_function()
+    concrete = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                           autograph=False).get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
+    graph_def = frozen.graph.as_graph_def()
+    # the layers' custom-gradient markers (IdentityN ops): an inference graph has no gradient
+    # functions to save, and a SavedModel keeping the markers warns at every load
+    for node in graph_def.node:
+        node.attr.pop("_gradient_op_type", None)
+    wrapped = tf.compat.v1.wrap_function(
+        lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
+    tensor = wrapped.graph.get_tensor_by_name
+    inference = wrapped.prune(tensor(frozen.inputs[0].name),
+                              [tensor(t.name) for t in frozen.outputs])
 
     def network(x, training=False):
         if training:
             raise ValueError("A frozen BlazeFace network is for inference only: fine-tune the "
                              "Keras model instead.")
-        return tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(x))
+        return tf.nest.pack_sequence_as(concrete.structured_outputs, inference(x))
 
     return network
 
@@ -97,8 +107,6 @@ class BlazeFaceServing(tf.Module):
         else:  # as the trained detectors' exports: variables, differentiable `forward`
             self.network = model
             _track_variables(self, model)
-        # a frozen graph keeps the layers' custom-gradient markers but not what they capture
-        self.save_custom_gradients = not freeze
         if int(max_detections) < 1:
             raise ValueError(f"max_detections must be >= 1. Received: {max_detections}")
         self._post = dict(

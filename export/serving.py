@@ -179,8 +179,6 @@ class FaceServing(tf.Module):
 
 
 def save(module, export_dir):
-    """Writes `module` as a SavedModel with its signatures and the custom gradients (unless the
-    module's `save_custom_gradients` says it has none to save)."""
-    options = tf.saved_model.SaveOptions(
-        experimental_custom_gradients=getattr(module, "save_custom_gradients", True))
+    """Writes `module` as a SavedModel with its signatures and the custom gradients."""
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=True)
     tf.saved_model.save(module, str(export_dir), signatures=module.signatures(), options=options)
