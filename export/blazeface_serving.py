@@ -40,10 +40,10 @@ def frozen_network(model, input_size):
     """The network as a function of its input alone, its weights folded in as graph constants.
 
     Served this way, a call skips the variable reads (180 ReadVariableOps per full-range call)
-    and TF's optimiser sees constant filters; the SavedModel's p50 was 10-15 % lower than with
-    variables (benchmarks/blazeface_latency_bench.py's `handgrad_savedmodel_variables` twin; which
-    kernel gains most was not isolated). `convert_variables_to_constants_v2` is the freezing step
-    of TF's own TFLite converter.
+    and TF's optimiser sees constant filters; the SavedModel's p50 was 0.67-0.90 x that of the
+    same export with variables (benchmarks/blazeface_latency_bench.py's
+    `handgrad_savedmodel_variables` twin, 8 runs; which kernel gains most was not isolated).
+    `convert_variables_to_constants_v2` is the freezing step of TF's own TFLite converter.
     Args: model: `(B, S, S, 3)` in [0, 1] -> {"regressors", "classificators"}; input_size S.
     Returns: `network(x, training=False)` with the model's outputs (same structure); not
         differentiable (an inference graph: `training` must stay False).
@@ -122,7 +122,6 @@ class BlazeFaceServing(tf.Module):
         # the variables: the converter writes a signature only when it freezes them itself.
         # A plain closure, so the variables stay out of a frozen SavedModel.
         self.tflite_source = lambda: _variables_module(model, s)
-
 
     @property
     def thresholds(self):

@@ -41,7 +41,17 @@ def _track_variables(module, model):
     module.non_trainable_weights = [v.value for v in model.non_trainable_weights]
 
 
-class MnistServing(tf.Module):
+class _TfliteFromVariables(tf.Module):
+    """A serving module whose `tflite_fn` (the batch-1 raw network, a tf.function) converts
+    with the variables the module tracks."""
+
+    def tflite_source(self):
+        """(the network's concrete function, the owner of its variables): tflite.convert's
+        input, which every serving module provides."""
+        return self.tflite_fn.get_concrete_function(), self
+
+
+class MnistServing(_TfliteFromVariables):
     """Wraps a Keras MNIST classifier `(B, 28, 28, 1)` float [0, 1] -> `(B, 10)` probabilities."""
 
     def __init__(self, model):
@@ -79,7 +89,7 @@ class MnistServing(tf.Module):
         return {"serving_default": self.serve}
 
 
-class FaceServing(tf.Module):
+class FaceServing(_TfliteFromVariables):
     """Wraps a `FaceDetector` with fixed post-processing thresholds and any-size image input.
 
     Args:

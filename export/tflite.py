@@ -19,13 +19,11 @@ MODES = ("float32", "int8")
 
 
 def convert(module, mode="float32"):
-    """Returns the `.tflite` bytes of the module's raw network: `module.tflite_fn` (a tf.function
-    with a fixed signature), or the (concrete function, owner of its variables) that
-    `module.tflite_source()` returns (BlazeFaceServing, whose SavedModel keeps no variables)."""
+    """Returns the `.tflite` bytes of a serving module's raw network: the (concrete function with
+    a fixed signature, owner of its variables) that `module.tflite_source()` returns."""
     if mode not in MODES:
         raise ValueError(f"TFLite mode must be one of {MODES}. Received: mode={mode!r}")
-    source = getattr(module, "tflite_source", None)
-    concrete, owner = source() if source else (module.tflite_fn.get_concrete_function(), module)
+    concrete, owner = module.tflite_source()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], owner)
     if mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range quantisation
