@@ -16,8 +16,8 @@ Importing ``handgrad`` registers every layer, loss and model with Keras' seriali
 """
 
 from handgrad import layers, losses
-from handgrad.zoo.face import retinanet as _retinanet  # noqa: F401  (registers FaceDetector)
 from handgrad.zoo.face.blazeface import model as _blazeface  # noqa: F401  (registers its layers)
+from handgrad.zoo.face.retinanet import model as _retinanet  # noqa: F401  (registers FaceDetector)
 
 __all__ = ["layers", "losses"]
 __version__ = "0.1.0"

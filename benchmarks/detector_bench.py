@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from _timing import interleaved_median  # noqa: E402
 
-from handgrad.zoo.face.retinanet import FaceDetector  # noqa: E402
+from handgrad.zoo.face.retinanet.model import FaceDetector  # noqa: E402
 
 
 def _make_runners(model, size):

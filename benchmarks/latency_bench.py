@@ -45,10 +45,10 @@ from _timing import interleaved_samples, percentiles_ms  # noqa: E402
 
 from handgrad.export import tflite  # noqa: E402
 from handgrad.export.serving import NO_BOXES, FaceServing, save  # noqa: E402
-from handgrad.pipelines import synthetic_faces  # noqa: E402
 from handgrad.pipelines.augment import resize_and_pad  # noqa: E402
-from handgrad.zoo.face.postprocess import postprocess  # noqa: E402
-from handgrad.zoo.face.retinanet import FaceDetector  # noqa: E402
+from handgrad.pipelines.generators import synthetic_faces  # noqa: E402
+from handgrad.zoo.face.retinanet.model import FaceDetector  # noqa: E402
+from handgrad.zoo.face.retinanet.postprocess import postprocess  # noqa: E402
 from handgrad.zoo.run.registry import get_config  # noqa: E402
 
 PHOTO_HW = (480, 640)

@@ -46,11 +46,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from handgrad.pipelines import augment, detection, wider_face, wider_geometry  # noqa: E402
-from handgrad.pipelines.wider_format import yxyx_to_xywh  # noqa: E402
-from handgrad.pipelines.wider_geometry_render import canvas_size  # noqa: E402
-from handgrad.zoo.face import boxes as box_ops  # noqa: E402
-from handgrad.zoo.face.anchors import Anchors  # noqa: E402
+from handgrad.pipelines import augment, detection, wider_face  # noqa: E402
+from handgrad.pipelines.boxes import yxyx_to_xywh  # noqa: E402
+from handgrad.pipelines.generators import wider_geometry
+from handgrad.pipelines.generators.wider_geometry_render import canvas_size  # noqa: E402
+from handgrad.zoo.face import box_coder as box_ops  # noqa: E402
+from handgrad.zoo.face.retinanet.anchors import Anchors  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "widerface"
 ANCHOR_SETS = {  # AnchorConfig fields

@@ -41,9 +41,10 @@ import pipeline_bench  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from handgrad.pipelines import wider_face, wider_geometry  # noqa: E402
+from handgrad.pipelines import wider_face  # noqa: E402
+from handgrad.pipelines.generators import wider_geometry
 from handgrad.zoo.face import evaluation, wider_eval  # noqa: E402
-from handgrad.zoo.face.anchors import Anchors  # noqa: E402
+from handgrad.zoo.face.retinanet.anchors import Anchors  # noqa: E402
 from handgrad.zoo.run import model_dir as model_dir_lib  # noqa: E402
 from handgrad.zoo.run import registry  # noqa: E402
 from handgrad.zoo.run.train import train_and_evaluate  # noqa: E402

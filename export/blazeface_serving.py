@@ -31,7 +31,7 @@ side needs a crop or tiles.
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from handgrad.export.serving import _track_variables
+from handgrad.export.serving import _track_variables, serves
 from handgrad.zoo.face.blazeface.inference import detect_faces
 from handgrad.zoo.face.blazeface.variants import NUM_KEYPOINTS, get_variant
 
@@ -163,6 +163,7 @@ class BlazeFaceServing(tf.Module):
         return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
 
 
+@serves("blazeface")
 def from_detector(detector, score_threshold=None, iou_threshold=None, max_detections=None,
                   input_size=None):
     """The serving module of a trained `BlazeFaceDetector` (task "blazeface"). A score threshold

@@ -27,7 +27,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from handgrad.pipelines.wider_format import yxyx_to_xywh
+from handgrad.pipelines.boxes import yxyx_to_xywh
 from handgrad.zoo.run import cli
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}

@@ -24,24 +24,12 @@ from pathlib import Path
 
 from absl import app, flags
 
-from handgrad.export import blazeface_serving, pretrained, serving, tflite
+from handgrad.export import pretrained, serving, tflite
 from handgrad.zoo.run import cli
 from handgrad.zoo.run.model_dir import load_trained
 
 EXPORT_FILES = {"saved_model.pb", "variables", "assets", "fingerprint.pb", "keras_metadata.pb",
                 "model.keras", "model_float32.tflite", "model_int8.tflite"}
-
-
-def build_module(model, task, input_size=640, score_threshold=0.5, iou_threshold=0.4,
-                 max_detections=750):
-    """The serving module for a model of `task` ("mnist" or "face"); MNIST ignores the
-    detector's arguments."""
-    if task == "mnist":
-        return serving.MnistServing(model)
-    if task == "face":
-        return serving.FaceServing(model, input_size, score_threshold, iou_threshold,
-                                   max_detections)
-    raise ValueError(f"No serving signature for task {task!r}; known: mnist, face")
 
 
 def check_export_dir(export_dir):
@@ -91,10 +79,7 @@ def export_model(model_dir, export_dir, config=None, tflite_modes=(), **serving_
     """
     check_export_dir(export_dir)
     model, config = load_trained(model_dir, config)
-    if config.task == "blazeface":  # thresholds not given come from its postprocess config
-        module = blazeface_serving.from_detector(model, **serving_args)
-    else:
-        module = build_module(model, config.task, **serving_args)
+    module = serving.build_module(model, config.task, **serving_args)
 
     def write(folder):
         serving.save(module, folder)

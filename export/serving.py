@@ -93,7 +93,7 @@ class FaceServing(_TfliteFromVariables):
     """Wraps a `FaceDetector` with fixed post-processing thresholds and any-size image input.
 
     Args:
-        detector: a `handgrad.zoo.face.retinanet.FaceDetector`, or any model with its
+        detector: a `handgrad.zoo.face.retinanet.model.FaceDetector`, or any model with its
             `call`, `detect(images, score_threshold, iou_threshold, max_detections)` and
             `input_multiple` (input sides must be multiples of it).
         input_size: side of the square the detector sees (a multiple of its largest stride).
@@ -186,6 +186,40 @@ class FaceServing(_TfliteFromVariables):
 
     def signatures(self):
         return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
+
+
+SERVING = {}  # task name -> f(model, **detector arguments) -> serving module
+
+
+def serves(task):
+    """Registers the decorated `f(model, **detector arguments)` as the serving-module builder of
+    models of `task` (where the serving module is defined)."""
+    def register(build):
+        SERVING[task] = build
+        return build
+    return register
+
+
+def build_module(model, task, **serving_args):
+    """The serving module for a model of `task`; `serving_args` (input_size, score_threshold,
+    iou_threshold, max_detections) go to detectors, each keeping its own defaults for the ones
+    not given."""
+    if task not in SERVING:
+        raise ValueError(f"No serving signature for task {task!r}; known: "
+                         f"{', '.join(sorted(SERVING))}")
+    return SERVING[task](model, **serving_args)
+
+
+@serves("mnist")
+def _mnist_module(model, **detector_args):
+    del detector_args  # a classifier has no thresholds
+    return MnistServing(model)
+
+
+@serves("face")
+def _face_module(model, input_size=640, score_threshold=0.5, iou_threshold=0.4,
+                 max_detections=750):
+    return FaceServing(model, input_size, score_threshold, iou_threshold, max_detections)
 
 
 def save(module, export_dir):

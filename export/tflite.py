@@ -6,7 +6,7 @@ The TFLite graph takes the model's square float input (MNIST: `(1, 28, 28, 1)`; 
 probabilities. The detector returns the network's raw outputs (`cls_logits`, `box_deltas` per
 anchor): TFLite has no builtin for the batched NMS of the SavedModel's post-processing (it would
 need the Flex delegate, which the LiteRT interpreter does not link), so a TFLite runtime applies
-sigmoid, decoding (`handgrad.zoo.face.boxes.decode_boxes`) and its own NMS.
+sigmoid, decoding (`handgrad.zoo.face.box_coder.decode_boxes`) and its own NMS.
 
 `run` uses LiteRT (`ai_edge_litert.interpreter`), the maintained successor of the deprecated
 `tf.lite.Interpreter`; the conversion itself stays with TensorFlow's `TFLiteConverter`.

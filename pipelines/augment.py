@@ -23,21 +23,11 @@ All functions are plain TensorFlow ops and work eagerly and inside `tf.data` map
 import tensorflow as tf
 
 from handgrad.pipelines import detection
+from handgrad.pipelines.boxes import clip_boxes, flip_boxes_left_right
 
-__all__ = ["CropPhotometricPolicy", "ResizeFlipPolicy", "choose_crop", "clip_boxes", "crop",
-           "flip_boxes_left_right", "flip_left_right", "keep_aspect_size", "pad_to_square",
+__all__ = ["CropPhotometricPolicy", "ResizeFlipPolicy", "choose_crop", "crop",
+           "flip_left_right", "keep_aspect_size", "pad_to_square",
            "photometric", "resize_and_pad", "resize_keep_aspect"]
-
-
-def clip_boxes(boxes, height, width):
-    """Clips `(..., 4)` `[ymin, xmin, ymax, xmax]` boxes to the image `[0, height] x [0, width]`.
-
-    The one box clipper of the package: the detector's post-processing uses it too.
-    """
-    boxes = tf.convert_to_tensor(boxes)
-    lo = tf.zeros([4], boxes.dtype)
-    hi = tf.cast(tf.stack([height, width, height, width]), boxes.dtype)
-    return tf.minimum(tf.maximum(boxes, lo), hi)
 
 
 def keep_aspect_size(height, width, size):
@@ -84,18 +74,6 @@ def resize_keep_aspect(image, boxes, size, method="bilinear"):
     )  # (2,)
     boxes = tf.convert_to_tensor(boxes, tf.float32) * tf.tile(scale, [2])[tf.newaxis, :]  # (N, 4)
     return image, boxes, scale
-
-
-def flip_boxes_left_right(boxes, width):
-    """Mirrors `[ymin, xmin, ymax, xmax]` boxes in an image of `width` pixels: x -> width - x.
-
-    The new xmin is `width - xmax` and the new xmax is `width - xmin`, so flipping twice gives the
-    original boxes back.
-    """
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    width = tf.cast(width, tf.float32)
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
-    return tf.stack([ymin, width - xmax, ymax, width - xmin], axis=-1)  # (N, 4)
 
 
 def flip_left_right(image, boxes):

@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 from handgrad.pipelines import augment, detection
-from handgrad.pipelines.wider_format import xywh_to_yxyx
+from handgrad.pipelines.boxes import xywh_to_yxyx
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 SPLITS = ("train", "val")

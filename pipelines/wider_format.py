@@ -6,31 +6,22 @@ Format (the official submission format read by the eval tools' `read_pred.m`):
 <count>                number of detections
 x y w h score          one line per detection, pixels of the original image
 ```
-Inside the package boxes are `[ymin, xmin, ymax, xmax]`; this module is the one place where they
-become `x y w h` (`w = xmax - xmin`, `h = ymax - ymin`) and back.
+Inside the package boxes are `[ymin, xmin, ymax, xmax]`; result files (written and read here)
+and annotation files (`wider_face`) are where they become `x y w h` and back, through
+`pipelines.boxes`.
 """
 
 from pathlib import Path
 
 import numpy as np
 
+from handgrad.pipelines.boxes import xywh_to_yxyx, yxyx_to_xywh
+
 
 def image_key(image_path):
     """`"0--Parade/0_Parade_x_465.jpg"` -> `"0--Parade/0_Parade_x_465"` (event/name, no ext)."""
     path = Path(str(image_path))
     return f"{path.parent.name}/{path.stem}"
-
-
-def yxyx_to_xywh(boxes):
-    """(N, 4) `[ymin, xmin, ymax, xmax]` -> (N, 4) `[x, y, w, h]`."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.stack([b[:, 1], b[:, 0], b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]], axis=1)
-
-
-def xywh_to_yxyx(boxes):
-    """(N, 4) `[x, y, w, h]` -> (N, 4) `[ymin, xmin, ymax, xmax]`."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.stack([b[:, 1], b[:, 0], b[:, 1] + b[:, 3], b[:, 0] + b[:, 2]], axis=1)
 
 
 def write_results(out_dir, image_path, boxes, scores):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from handgrad.zoo.face import anchors
+from handgrad.zoo.face.retinanet import anchors
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,15 @@ import pytest
 import tensorflow as tf
 
 from handgrad.pipelines import augment
+from handgrad.pipelines import boxes as primitives
 
 
 def test_flip_boxes_literal_and_twice_is_identity():
     boxes = np.array([[10.0, 20.0, 30.0, 50.0], [0.0, 0.0, 5.0, 100.0]], np.float32)
-    flipped = augment.flip_boxes_left_right(boxes, 100).numpy()
+    flipped = primitives.flip_boxes_left_right(boxes, 100).numpy()
     # x -> 100 - x, and xmin/xmax swap roles: [20, 50] -> [50, 80]; [0, 100] -> [0, 100].
     np.testing.assert_array_equal(flipped, [[10, 50, 30, 80], [0, 0, 5, 100]])
-    np.testing.assert_array_equal(augment.flip_boxes_left_right(flipped, 100).numpy(), boxes)
+    np.testing.assert_array_equal(primitives.flip_boxes_left_right(flipped, 100).numpy(), boxes)
 
 
 def test_flip_image_and_boxes_twice_is_identity():
@@ -69,5 +70,5 @@ def test_resize_and_pad_keeps_box_on_its_pixels(flip):
 
 def test_clip_boxes_literal():
     boxes = [[-5.0, 3.0, 50.0, 120.0], [10.0, -1.0, 20.0, 5.0]]
-    np.testing.assert_array_equal(augment.clip_boxes(boxes, 40, 100).numpy(),
+    np.testing.assert_array_equal(primitives.clip_boxes(boxes, 40, 100).numpy(),
                                   [[0, 3, 40, 100], [10, 0, 20, 5]])

@@ -26,7 +26,7 @@ from PIL import Image
 from handgrad.export.serving import FaceServing, MnistServing, save
 from handgrad.pipelines import mnist, wider_face
 from handgrad.zoo.mnist.models import build_mnist_cnn
-from handgrad.zoo.run import config_rules, registry
+from handgrad.zoo.run import registry
 from handgrad.zoo.run.train import train_and_evaluate
 
 TINY = {"model.filters": (4, 4, 4), "training.epochs": 1, "training.steps_per_epoch": 1,
@@ -264,14 +264,51 @@ def test_bad_face_config_values(tmp_path, overrides, message):
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
 
 
-def test_every_config_field_has_a_rule_and_every_rule_a_field():
-    """The rules of zoo/run/config_rules.py cover every field of every named config of their
-    task (a new field needs a rule) and name no field that no longer exists."""
-    for task, rules in config_rules.RULES.items():
-        configs = [registry.get_config(n) for n in registry.CONFIGS]
-        fields = {f for c in configs if c.task == task for f in registry._dotted_names(c)}
-        ruled = {name for name, _ in rules()}
-        assert (sorted(fields - ruled - {"task"}), sorted(ruled - fields)) == ([], []), task
+@pytest.mark.parametrize("task", sorted(registry.families()))
+def test_every_config_field_has_a_rule_and_every_rule_a_field(task):
+    """Each family's `rules()` (in its configs module, beside the fields) cover every field of
+    every named config of the family (a new field needs a rule) and name no field that no
+    longer exists; every task has named configs and rules."""
+    family = registry.families()[task]
+    configs = [make() for make in family.CONFIGS.values()]
+    assert configs and all(c.task == task for c in configs), task
+    fields = {f for c in configs for f in registry._dotted_names(c)}
+    ruled = {name for name, _ in family.rules()}
+    assert (sorted(fields - ruled - {"task"}), sorted(ruled - fields)) == ([], []), task
+
+
+def test_the_registry_finds_every_family_and_config():
+    """The three families declare themselves; every config name resolves to its family's task."""
+    assert sorted(registry.families()) == ["blazeface", "face", "mnist"]
+    names = registry.configs()
+    assert {"mnist_cnn", "mlp", "face_small_synthetic", "face_blazeface_full_range"} <= set(names)
+    for name in names:
+        assert registry.get_config(name).task in registry.families()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"training.epochs": -3}, r"training\.epochs must be an int >= 0\. Received: "
+                              r"training\.epochs=-3"),
+    ({"postprocess.score_threshold": 5}, r"postprocess\.score_threshold must be a number in "
+                                         r"\[0, 1\]"),
+    ({"data.max_boxes": 0}, r"data\.max_boxes must be an int >= 1"),
+    ({"loss.box_weight": -5}, r"loss\.box_weight must be a number >= 0"),
+    ({"training.batch_size": 0}, r"training\.batch_size must be an int >= 1"),
+    ({"training.steps_per_epoch": -1}, r"training\.steps_per_epoch must be None or an int >= 1"),
+    ({"data.num_train": -5}, r"data\.num_train must be an int >= 1"),
+    ({"data.image_sizes": (128,)}, r"data\.image_sizes must be the variant's input side "
+                                   r"\(model\.variant='full_range'"),
+    ({"model.variant": "long_range"}, r"model\.variant must be one of \['full_range', "
+                                      r"'short_range'\]"),
+], ids=["epochs_negative", "score_threshold_5", "max_boxes_0", "box_weight_negative",
+        "batch_size_0", "steps_negative", "num_train_negative", "image_size_of_other_variant",
+        "unknown_variant"])
+def test_bad_blazeface_config_values(tmp_path, overrides, message):
+    """BlazeFace's fields are checked like every other family's, before anything is written."""
+    with pytest.raises(ValueError, match=message):
+        train_and_evaluate("face_blazeface_full_range", tmp_path / "run", tmp_path / "data",
+                           verbose=0, overrides=overrides)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
 
 
 def test_dotted_seed_is_set_and_steps_run_past_the_end_of_the_data(mnist_dir, tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from handgrad.pipelines import synthetic_faces
+from handgrad.pipelines.generators import synthetic_faces
 from handgrad.zoo.face.blazeface.detector import BlazeFaceDetector
 from handgrad.zoo.face.blazeface.postprocess import decode_detections
 from handgrad.zoo.face.blazeface.targets import BlazeFaceTargets

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handgrad.zoo.face.retinanet import FaceDetector
+from handgrad.zoo.face.retinanet.model import FaceDetector
 from handgrad.zoo.run import model_dir, registry
 
 DATA = Path(__file__).parent / "data"

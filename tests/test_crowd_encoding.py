@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from handgrad.pipelines import augment, detection
-from handgrad.zoo.face import boxes as box_ops
-from handgrad.zoo.face.anchors import Anchors
+from handgrad.zoo.face import box_coder as box_ops
+from handgrad.zoo.face.retinanet.anchors import Anchors
 
 
 def _iou_reference(a, b):

@@ -6,8 +6,9 @@ expected numbers come from the annotation file, read by the WIDER parser, not fr
 import numpy as np
 import pytest
 
-from handgrad.pipelines import synthetic_faces, wider_face
-from handgrad.zoo.face.task import FaceTask
+from handgrad.pipelines import wider_face
+from handgrad.pipelines.generators import synthetic_faces
+from handgrad.zoo.face.retinanet.task import FaceTask
 from handgrad.zoo.run.callbacks import LogCounts
 from handgrad.zoo.run.registry import apply_overrides, get_config
 

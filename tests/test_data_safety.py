@@ -19,7 +19,7 @@ from PIL import Image
 from handgrad.export import export as export_lib
 from handgrad.export import serving
 from handgrad.export.detect import detect_images
-from handgrad.pipelines import synthetic_faces
+from handgrad.pipelines.generators import synthetic_faces
 from handgrad.pipelines.wider_format import read_result_file
 from handgrad.zoo.face import data as face_data
 from handgrad.zoo.face.configs import DataConfig

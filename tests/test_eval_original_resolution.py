@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from handgrad.pipelines import synthetic_faces
+from handgrad.pipelines.generators import synthetic_faces
 from handgrad.zoo.face import evaluation, wider_eval
-from handgrad.zoo.face.configs import DataConfig, FaceConfig, PostprocessConfig
+from handgrad.zoo.face.configs import DataConfig
+from handgrad.zoo.face.retinanet.configs import FaceConfig, PostprocessConfig
 
 # (height, width, face x y w h): non-square, sides not multiples of 64, faces off the grid.
 IMAGES = {"0--Parade/wide": (300, 517, (101, 61, 199, 119)),

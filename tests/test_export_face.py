@@ -142,7 +142,7 @@ def test_saved_model_cli_lists_both_signatures(export_dir):
 def small_detector_export(tmp_path_factory):
     """A small FaceDetector (ResNet18, narrow) exported with score threshold 0, so every image
     returns its top boxes; random weights suffice to compare the export with the original."""
-    from handgrad.zoo.face.retinanet import FaceDetector
+    from handgrad.zoo.face.retinanet.model import FaceDetector
 
     keras.utils.set_random_seed(0)
     detector = FaceDetector(model=dict(backbone="resnet18", backbone_width=8, fpn_filters=16,
@@ -154,7 +154,7 @@ def small_detector_export(tmp_path_factory):
 
 
 def _synthetic_jpegs(count):
-    from handgrad.pipelines import synthetic_faces
+    from handgrad.pipelines.generators import synthetic_faces
 
     faces, backgrounds = synthetic_faces.load_faces(), synthetic_faces.load_backgrounds()
     out = []

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from handgrad.pipelines import wider_geometry
+from handgrad.pipelines.generators import wider_geometry
 from handgrad.zoo.face import data as face_data
-from handgrad.zoo.face.anchors import Anchors
 from handgrad.zoo.face.configs import DataConfig
+from handgrad.zoo.face.retinanet.anchors import Anchors
 from handgrad.zoo.run import registry
 
 WIDER_TRAIN_IMAGES = 12_880

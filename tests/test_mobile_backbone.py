@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 from detector_twins import outputs_and_gradients
 
-from handgrad.zoo.face import configs, pyramid
-from handgrad.zoo.face.anchors import Anchors
 from handgrad.zoo.face.backbones import BACKBONES, build_backbone, mobilenet
-from handgrad.zoo.face.heads import detection_heads
-from handgrad.zoo.face.retinanet import FaceDetector
+from handgrad.zoo.face.retinanet import configs, pyramid
+from handgrad.zoo.face.retinanet.anchors import Anchors
+from handgrad.zoo.face.retinanet.heads import detection_heads
+from handgrad.zoo.face.retinanet.model import FaceDetector
 from handgrad.zoo.run import registry
 
 FACES = tf.constant([[[10.0, 12.0, 40.0, 38.0], [60.0, 64.0, 100.0, 96.0]],

@@ -10,11 +10,12 @@ import pytest
 import tensorflow as tf
 from detector_twins import outputs_and_gradients
 
-from handgrad.pipelines import synthetic_faces, wider_face
-from handgrad.zoo.face import boxes as box_ops
-from handgrad.zoo.face import pyramid
-from handgrad.zoo.face.postprocess import postprocess
-from handgrad.zoo.face.retinanet import FaceDetector
+from handgrad.pipelines import boxes as primitives
+from handgrad.pipelines import wider_face
+from handgrad.pipelines.generators import synthetic_faces
+from handgrad.zoo.face.retinanet import pyramid
+from handgrad.zoo.face.retinanet.model import FaceDetector
+from handgrad.zoo.face.retinanet.postprocess import postprocess
 
 SMALL_MODEL = dict(backbone="resnet18", backbone_width=8, fpn_filters=16, head_filters=16)
 SMALL = dict(model=SMALL_MODEL)
@@ -164,7 +165,7 @@ def test_overfits_synthetic_wider_images(tmp_path):
         n = int(labels["num_boxes"][i])
         boxes = out["boxes"][i, :out["num_detections"][i]]
         if n and len(boxes):
-            overlaps = box_ops.iou(labels["boxes"][i, :n], boxes).numpy()  # (faces, detections)
+            overlaps = primitives.iou(labels["boxes"][i, :n], boxes).numpy()  # (faces, detections)
             found += int(np.sum(overlaps.max(axis=1) >= 0.5))
             # precision among the n best detections of an image with n faces
             top_correct += int(np.sum(overlaps[:, :n].max(axis=0) >= 0.5))

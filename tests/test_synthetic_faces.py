@@ -6,7 +6,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from handgrad.pipelines import synthetic_faces, wider_face, wider_format
+from handgrad.pipelines import wider_face, wider_format
+from handgrad.pipelines.generators import synthetic_faces
 from handgrad.zoo.face import evaluation, wider_eval
 
 SEED, NUM_TRAIN, NUM_VAL, SIZE = 1, 3, 8, 160

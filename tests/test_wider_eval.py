@@ -4,6 +4,7 @@ independent reference computation written here."""
 import numpy as np
 import pytest
 
+from handgrad.pipelines import boxes as primitives
 from handgrad.pipelines import wider_format
 from handgrad.zoo.face import wider_eval, wider_protocol
 
@@ -311,8 +312,8 @@ def test_prediction_folder_equals_dict(real_gt, tmp_path):
     rng = np.random.default_rng(2)
     preds = {}
     for key, (boxes, scores) in _perturbed(images[:400], rng, 0.2, 0.1, 1.0, False, True).items():
-        xywh = np.round(wider_format.yxyx_to_xywh(boxes), 3)
-        preds[key] = (wider_format.xywh_to_yxyx(xywh), np.round(scores, 6))
+        xywh = np.round(primitives.yxyx_to_xywh(boxes), 3)
+        preds[key] = (primitives.xywh_to_yxyx(xywh), np.round(scores, 6))
         wider_eval.write_results(tmp_path, key + ".jpg", *preds[key])
     # One image without a result file counts as an image with no detections.
     missing = images[5][0]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from handgrad.pipelines import boxes as primitives
 from handgrad.pipelines import wider_format
 from handgrad.zoo.face import wider_eval
 
@@ -125,7 +126,7 @@ def _image(key, gt_xywh, keep=None):
 
 
 def _dets(xywh, scores):
-    return wider_format.xywh_to_yxyx(xywh), np.asarray(scores, np.float64)
+    return primitives.xywh_to_yxyx(xywh), np.asarray(scores, np.float64)
 
 
 FAR = [300, 300, 20, 20]  # a false positive far from every face

@@ -12,9 +12,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from handgrad.pipelines import synthetic_faces, wider_face
-from handgrad.pipelines import wider_geometry as wg
-from handgrad.pipelines import wider_geometry_render as render
+from handgrad.pipelines import wider_face
+from handgrad.pipelines.generators import synthetic_faces
+from handgrad.pipelines.generators import wider_geometry as wg
+from handgrad.pipelines.generators import wider_geometry_render as render
 from handgrad.zoo.face import wider_eval
 
 SEED, RENDERS = 3, 2

@@ -1,15 +1,19 @@
-"""The face detector's data: which WIDER-format source a `DataConfig` names, and its datasets.
+"""The face detectors' data: where a `DataConfig`'s WIDER-format set is, and its datasets.
 
-`dataset="synthetic"` generates the synthetic WIDER-format set (`pipelines.synthetic_faces`)
-into `data_dir` (default: `<tmp>/handgrad_synthetic_faces_<seed>_<train>_<val>`) when it is not
-there yet, so a fresh machine trains with no download; only into an absent or empty folder or
-an unfinished set of its own (`pipelines.generated`): a folder of other files is refused.
-`dataset="wider_geometry"` likewise generates the WIDER-geometry set
-(`pipelines.wider_geometry`: real WIDER validation layouts, split by event) from the real ground
-truth in `data.geometry_source`; its `ground_truth/` holds the real
-`wider_{easy,medium,hard}_val.mat` restricted to its validation images, so AP easy / medium /
-hard mean what they mean on WIDER. `dataset="wider"` reads the official layout under `data_dir`, or
-TFDS' prepared `wider_face` when `data_dir` is None.
+`resolve` is the one place that finds a data folder, or generates it:
+- `dataset="wider"` reads the official layout under `data_dir`, or TFDS' prepared `wider_face`
+  when `data_dir` is None;
+- `dataset="synthetic"` is the synthetic WIDER-format set (`pipelines.generators.synthetic_faces`),
+  default folder `<tmp>/handgrad_synthetic_faces_<seed>_<train>_<val>`;
+- `dataset="wider_geometry"` is the WIDER-geometry set (`pipelines.generators.wider_geometry`: real
+  WIDER validation layouts, split by event) from the real ground truth in `data.geometry_source`;
+  its `ground_truth/` holds the real `wider_{easy,medium,hard}_val.mat` restricted to its
+  validation images, so AP easy / medium / hard mean what they mean on WIDER.
+A generated set is used when its marker says it is finished and made with the config's options
+(a finished set of other options is an error); otherwise training generates it, into an absent
+or empty folder or an unfinished set of its own only (a folder of other files is refused).
+Evaluation never writes a data set: it asks with `generate=False` and gets an error naming the
+folder and the command that makes it.
 
 Training policy (`data.augment`): "seed" = `augment.ResizeFlipPolicy`, "crop_photometric" =
 `augment.CropPhotometricPolicy`. Evaluation policy (`data.eval_mode`): "original" =
@@ -22,87 +26,55 @@ import math
 import tempfile
 from pathlib import Path
 
-from handgrad.pipelines import (
-    augment,
-    detection,
-    generated,
-    synthetic_faces,
-    wider_face,
-    wider_geometry,
-)
+from handgrad.pipelines import augment, detection, wider_face
+from handgrad.pipelines.generators import synthetic_faces, wider_geometry
 
 DATASETS = ("synthetic", "wider", "wider_geometry")
 AUGMENTS = ("seed", "crop_photometric")
 EVAL_MODES = ("original", "resize")
 
 
-def _default_dir(name):
-    return Path(tempfile.gettempdir()) / name
+def _generated_set(data):
+    """(generator module, its options for `data`, default folder name, generate()'s other
+    arguments) of a generated data set."""
+    if data.dataset == "synthetic":
+        options = synthetic_faces.generation_options(num_train=data.num_train,
+                                                     num_val=data.num_val, seed=data.data_seed)
+        name = f"handgrad_synthetic_faces_{data.data_seed}_{data.num_train}_{data.num_val}"
+        return synthetic_faces, options, name, {}
+    options = {"seed": int(data.data_seed), "train_renders": int(data.train_renders),
+               "max_images_per_split": data.max_layouts}
+    name = "handgrad_wider_geometry_{seed}_{train_renders}_{max_images_per_split}".format(**options)
+    return wider_geometry, options, name, {"source": data.geometry_source, "progress": False}
 
 
-def _geometry_options(data):
-    return {"seed": int(data.data_seed), "train_renders": int(data.train_renders),
-            "max_images_per_split": data.max_layouts}
+def resolve(data, data_dir, generate=True):
+    """(data_dir, source) of a `DataConfig`: source "tfds" or "files".
 
-
-def resolve_geometry(data, data_dir):
-    """The WIDER-geometry set of `data` in `data_dir`, generated there when absent or unfinished.
-
-    A finished set made with other options is an error (nothing is overwritten); a non-empty
-    folder that is not a generated set is refused by the generator.
+    A synthetic or WIDER-geometry set absent or unfinished in `data_dir` (default: a folder
+    named after its options in the system's temporary folder) is generated there when
+    `generate`, else FileNotFoundError (evaluation never writes a data set).
     """
-    options = _geometry_options(data)
-    if data_dir is None:
-        data_dir = _default_dir("handgrad_wider_geometry_{seed}_{train_renders}_"
-                                "{max_images_per_split}".format(**options))
-    data_dir = Path(data_dir)
-    if generated.is_finished(wider_geometry.read_marker(data_dir), options, data_dir,
-                             "WIDER-geometry"):
-        return data_dir
-    if data.geometry_source is None:
+    if data.dataset == "wider":
+        return (None, "tfds") if data_dir is None else (Path(data_dir), "files")
+    if data.dataset not in DATASETS:
+        raise ValueError(f"data.dataset must be one of {DATASETS}. Received: {data.dataset!r}")
+    generator, options, default_name, arguments = _generated_set(data)
+    data_dir = Path(tempfile.gettempdir()) / default_name if data_dir is None else Path(data_dir)
+    if generator.is_ready(data_dir, options):
+        return data_dir, "files"
+    if not generate:
+        raise FileNotFoundError(
+            f"data_dir={data_dir} holds no finished {generator.KIND} set made with {options}; "
+            "evaluation never writes a data set: run handgrad-train with this config and "
+            "data_dir first (it generates the set), or pass the data_dir that training used.")
+    if data.dataset == "wider_geometry" and data.geometry_source is None:
         raise ValueError("data.geometry_source must name the folder of the real "
                          "wider_face_val.mat and wider_{easy,medium,hard}_val.mat to generate "
                          f"the WIDER-geometry set into {data_dir}. Received: None")
-    logging.info("Generating the WIDER-geometry set into %s", data_dir)
-    wider_geometry.generate(data_dir, source=data.geometry_source, progress=False, **options)
-    return data_dir
-
-
-def resolve(data, data_dir):
-    """(data_dir, source) for a `DataConfig`; generates the synthetic / WIDER-geometry set when
-    it is absent."""
-    if data.dataset == "wider":
-        return (None, "tfds") if data_dir is None else (Path(data_dir), "files")
-    if data.dataset == "wider_geometry":
-        return resolve_geometry(data, data_dir), "files"
-    if data.dataset != "synthetic":
-        raise ValueError(f"data.dataset must be one of {DATASETS}. Received: {data.dataset!r}")
-    return resolve_synthetic(data, data_dir), "files"
-
-
-def resolve_synthetic(data, data_dir):
-    """The synthetic set of `data` in `data_dir`, generated there when absent or unfinished.
-
-    A finished set made with other options is an error (nothing is overwritten), as is a
-    non-empty folder that is not a synthetic set (refused by the generator: a user's folder is
-    never written into); a complete set from before the marker existed is used as it is.
-    """
-    options = synthetic_faces.generation_options(num_train=data.num_train,
-                                                 num_val=data.num_val, seed=data.data_seed)
-    if data_dir is None:
-        data_dir = _default_dir(
-            f"handgrad_synthetic_faces_{data.data_seed}_{data.num_train}_{data.num_val}")
-    data_dir = Path(data_dir)
-    marker = synthetic_faces.read_marker(data_dir)
-    if generated.is_finished(marker, options, data_dir, "synthetic face"):
-        return data_dir
-    if marker is None and synthetic_faces.is_unmarked_set(data_dir):
-        logging.info("Using the synthetic face set in %s (written before %s existed)", data_dir,
-                     synthetic_faces.MARKER)
-        return data_dir
-    logging.info("Generating the synthetic face set into %s", data_dir)
-    synthetic_faces.generate(data_dir, **options)
-    return data_dir
+    logging.info("Generating the %s set into %s", generator.KIND, data_dir)
+    generator.generate(data_dir, **options, **arguments)
+    return data_dir, "files"
 
 
 def policy(data):
@@ -129,7 +101,7 @@ def eval_policy(data, multiple):
 def eval_dataset(data, batch_size, data_dir, target_fn=None, multiple=64):
     """The validation split under `data.eval_mode` (labels carry paths, scales and original
     sizes), or its first `data.val_limit` images. Original sizes force batch 1."""
-    data_dir, source = resolve(data, data_dir)
+    data_dir, source = resolve(data, data_dir, generate=False)
     eval_policy_, batch_limit = eval_policy(data, multiple)
     batch_size = min(batch_size, batch_limit or batch_size)
     ds = wider_face.make_dataset(data_dir, "val", batch_size=batch_size, training=False,

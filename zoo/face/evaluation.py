@@ -135,7 +135,7 @@ def predict_wider(model, config, data_dir):
     detect = predictor(model, config.data)
     predictions = {wider_format.image_key(path): (boxes, scores)
                    for path, boxes, scores in dataset_predictions(detect, ds)}
-    return predictions, face_data.resolve(config.data, data_dir)[0]
+    return predictions, face_data.resolve(config.data, data_dir, generate=False)[0]
 
 
 def evaluate(model, config, data_dir, model_dir):

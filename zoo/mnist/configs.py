@@ -11,11 +11,17 @@ Sections: model (-> `models.MODELS[model.name]`), loss, data (-> `pipelines.mnis
 10 000 MNIST test digits (the seed: 99.2 % after 4 hours; README has the measured figure).
 `mlp` (784-512-512-10 ReLU, the seed's section 3.2 network) reaches about 98.5 %.
 
-What each field accepts is in `handgrad/zoo/run/config_rules.py` (checked once a config is final;
-a new field needs a rule there, `tests/test_bad_input.py` checks).
+The rule of every field is `rules()` below (the forms of `zoo/run/config_rules.py`, which checks
+them once a config is final; `tests/test_bad_input.py` checks that every field has one). The
+named configs are `CONFIGS` at the end; `zoo/run/registry.py` finds this module by its `TASK`.
 """
 
 import dataclasses
+
+from handgrad.zoo import rules as shared_rules
+
+TASK = "mnist"
+TASK_CLASS = "handgrad.zoo.mnist.task:MnistTask"
 
 
 @dataclasses.dataclass
@@ -129,3 +135,30 @@ def mlp():
     return MnistConfig(
         model=MlpModelConfig(),
         training=TrainingConfig(batch_size=128, epochs=10, learning_rate=1e-3))
+
+
+def rules():
+    """The rule of every field of `MnistConfig` (forms: `zoo/run/config_rules.py`); rules of
+    fields a model lacks (the MLP has no `model.filters`) are skipped."""
+    from handgrad.zoo.mnist.models import MODELS
+
+    return [
+        ("model.name", ("one of", sorted(MODELS))), ("model.filters", "ints >= 1"),
+        ("model.kernel_size", "int >= 1"), ("model.strides", "int >= 1"),
+        ("model.bn_momentum", "number in [0, 1)"), ("model.stock_layers", "bool"),
+        ("model.hidden", "ints >= 1"),
+        ("model.activation", ("one of", ("relu", "sigmoid", "tanh"))),
+        ("loss.name", ("one of", ("crossentropy", "l2"))),
+        ("loss.label_smoothing", "number in [0, 1)"),
+        ("data.augment_shift", "int in [0, 27]"), ("data.shuffle", "bool"),
+        ("data.train_limit", "None or int >= 1"), ("data.test_limit", "None or int >= 1"),
+        ("data.train_limit", (lambda v, c: v is None or v >= c.training.batch_size,
+                              "None or at least one batch ({training.batch_size}): a smaller "
+                              "limit trains 0 steps")),
+        *shared_rules.training_rules(("adam", "adamw", "sgd")),
+        ("training.warmup_epochs", "number >= 0"),
+        ("training.final_lr_fraction", "number in [0, 1]"),
+    ]
+
+
+CONFIGS = {config.__name__: config for config in (mnist_cnn, mlp)}

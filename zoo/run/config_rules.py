@@ -1,7 +1,7 @@
-"""What every config field accepts, checked once a config is final: by `registry.resolve_config`
-(after all overrides, so rules across fields see the final values) and `registry.from_saved`
-(a config read from config.json). A bad value raises ValueError naming the dotted field, what it
-accepts and what was received, before anything is built or written:
+"""The one checker of config rules: what every config field accepts, checked once a config is
+final: by `registry.resolve_config` (after all overrides, so rules across fields see the final
+values) and `registry.from_saved` (a config read from config.json). A bad value raises ValueError
+naming the dotted field, what it accepts and what was received, before anything is built or written:
 
     training.learning_rate must be a number > 0. Received: training.learning_rate=-0.001
 
@@ -10,7 +10,11 @@ A rule is read as written: "int >= 1", "number > 0", "number in [0, 1)", "int in
 bound may name another field ("number >= anchors.min_size"). ("one of", choices) lists the
 accepted values; (predicate(value, config), "text") is any other rule, its text may quote fields
 as {section.field}. A field may have several rules; rules of fields a config lacks (the MLP has
-no `model.filters`) are skipped. Tasks without a table (`RULES`) are not checked.
+no `model.filters`) are skipped.
+
+The rules themselves live beside the fields they check: each family's configs module declares
+`rules()` (`zoo/mnist/configs.py`, `zoo/face/retinanet/configs.py`, `zoo/face/blazeface/configs.py`,
+the shared face sections in `zoo/face/configs.py`); `registry.validate` hands them here.
 """
 
 import functools
@@ -109,114 +113,3 @@ def check(config, rules):
             raise ValueError(f"{name} must be {describe(rule, config)}. Received: "
                              f"{name}={value!r}")
     return config
-
-
-def _pyramid_strides(strides, config):
-    """Consecutive powers of two from 4 (P2) up: the levels the pyramid can build."""
-    return (isinstance(strides, tuple | list) and len(strides) >= 1 and
-            all(isinstance(s, int) and s >= 4 and s & (s - 1) == 0 for s in strides) and
-            all(b == 2 * a for a, b in zip(strides, strides[1:])))
-
-
-def _sides(sizes, config):
-    """Image sides the detector can take: ints >= 1, multiples of the largest stride."""
-    sizes = sizes if isinstance(sizes, tuple | list) else (sizes,)
-    largest = max(config.anchors.strides)
-    return len(sizes) >= 1 and all(isinstance(s, int) and s >= 1 and s % largest == 0
-                                   for s in sizes)
-
-
-def face_rules():
-    """Rules of `zoo.face.configs.FaceConfig` (module docstring)."""
-    from handgrad.losses.detection import NORMALIZATIONS
-    from handgrad.zoo.face import backbones
-    from handgrad.zoo.face import data as face_data
-
-    sides = "multiples of the largest of {anchors.strides}"
-    return [
-        ("model.backbone", ("one of", sorted(backbones.BACKBONES))),
-        ("model.backbone_width", "int >= 1"), ("model.fpn_filters", "int >= 1"),
-        ("model.head_filters", "int >= 1"), ("model.num_cls_convs", "int >= 0"),
-        ("model.num_box_convs", "int >= 0"), ("model.separable_convs", "bool"),
-        ("model.prior_probability", "number in (0, 1)"), ("model.freeze_backbone_bn", "bool"),
-        ("model.bn_momentum", "number in [0, 1)"), ("model.imagenet_weights", (
-            lambda v, c: v is None or (isinstance(v, str) and c.model.backbone == "resnet50"),
-            "None, or a str with model.backbone=resnet50 (the only backbone with ImageNet "
-            "weights here)")),
-        ("anchors.min_size", "number > 0"), ("anchors.max_size", "number >= anchors.min_size"),
-        ("anchors.scales_per_level", "int >= 1"), ("anchors.aspect_ratios", "numbers > 0"),
-        ("anchors.strides", (_pyramid_strides, "consecutive powers of two from 4 up, e.g. "
-                                               "8,16,32,64")),
-        ("anchors.variances", "4 numbers > 0"), ("anchors.positive_iou", "number in (0, 1]"),
-        ("anchors.negative_iou", "number in [0, anchors.positive_iou]"),
-        ("loss.focal_alpha", "number in [0, 1]"), ("loss.focal_gamma", "number >= 0"),
-        ("loss.smooth_l1_delta", "number > 0"), ("loss.box_weight", "number >= 0"),
-        ("loss.normalization", ("one of", NORMALIZATIONS)),
-        ("postprocess.score_threshold", "number in [0, 1]"),
-        ("postprocess.nms_iou_threshold", "number in (0, 1]"),
-        ("postprocess.pre_nms_top_k", "int >= 1"), ("postprocess.max_detections", "int >= 1"),
-        ("data.dataset", ("one of", face_data.DATASETS)),
-        ("data.image_sizes", (_sides, f"one or more sides, {sides}")),
-        ("data.eval_size", (_sides, f"a side, {sides}")),
-        ("data.flip", "bool"), ("data.max_boxes", "int >= 1"), ("data.num_train", "int >= 1"),
-        ("data.num_val", "int >= 1"), ("data.data_seed", "int >= 0"),
-        ("data.val_limit", "None or int >= 1"), ("data.augment", ("one of", face_data.AUGMENTS)),
-        ("data.crop_min", "number in (0, 1]"), ("data.crop_max", "number in [data.crop_min, 1]"),
-        ("data.eval_mode", ("one of", face_data.EVAL_MODES)),
-        ("data.eval_scales", "numbers > 0"), ("data.eval_flip", "bool"),
-        ("data.geometry_source", "None or str"), ("data.train_renders", "int >= 1"),
-        ("data.max_layouts", "None or int >= 1"),
-        *_training_rules(("sgd", "adam")),
-        ("training.lr_boundaries", (lambda b, c: list(b) == sorted(set(b)) and all(
-            isinstance(v, int) and v >= 1 for v in b), "increasing step numbers >= 1 (or none)")),
-        ("training.lr_decay", "number > 0"), ("training.clipnorm", "None or number > 0"),
-    ]
-
-
-def _training_rules(optimizers):
-    return [
-        ("training.batch_size", "int >= 1"), ("training.epochs", "int >= 1"),
-        ("training.steps_per_epoch", "None or int >= 1"),
-        ("training.optimizer", (lambda v, c: isinstance(v, str) and v.lower() in optimizers,
-                                _alternatives(optimizers))),
-        ("training.learning_rate", "number > 0"), ("training.weight_decay", "number >= 0"),
-        ("training.validate_every_epoch", "bool"), ("training.seed", "int >= 0"),
-    ]
-
-
-def _alternatives(names):
-    """('a', 'b', 'c') -> "'a', 'b' or 'c'"."""
-    quoted = [f"'{n}'" for n in names]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
-
-
-def mnist_rules():
-    """Rules of `zoo.mnist.configs.MnistConfig` (module docstring)."""
-    from handgrad.zoo.mnist.models import MODELS
-
-    return [
-        ("model.name", ("one of", sorted(MODELS))), ("model.filters", "ints >= 1"),
-        ("model.kernel_size", "int >= 1"), ("model.strides", "int >= 1"),
-        ("model.bn_momentum", "number in [0, 1)"), ("model.stock_layers", "bool"),
-        ("model.hidden", "ints >= 1"),
-        ("model.activation", ("one of", ("relu", "sigmoid", "tanh"))),
-        ("loss.name", ("one of", ("crossentropy", "l2"))),
-        ("loss.label_smoothing", "number in [0, 1)"),
-        ("data.augment_shift", "int in [0, 27]"), ("data.shuffle", "bool"),
-        ("data.train_limit", "None or int >= 1"), ("data.test_limit", "None or int >= 1"),
-        ("data.train_limit", (lambda v, c: v is None or v >= c.training.batch_size,
-                              "None or at least one batch ({training.batch_size}): a smaller "
-                              "limit trains 0 steps")),
-        *_training_rules(("adam", "adamw", "sgd")),
-        ("training.warmup_epochs", "number >= 0"),
-        ("training.final_lr_fraction", "number in [0, 1]"),
-    ]
-
-
-RULES = {"face": face_rules, "mnist": mnist_rules}
-
-
-def validate(config):
-    """Checks `config` against the rules of its task (none for a task without a table)."""
-    rules = RULES.get(config.task)
-    return check(config, rules()) if rules else config

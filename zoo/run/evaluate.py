@@ -45,7 +45,7 @@ def run():
     """Console entry point `handgrad-eval`."""
     from absl import app, flags
 
-    flags.DEFINE_string("config", None, f"Config name ({', '.join(sorted(registry.CONFIGS))}); "
+    flags.DEFINE_string("config", None, f"Config name ({', '.join(sorted(registry.configs()))}); "
                         "default: the one saved in model_dir/config.json.")
     flags.DEFINE_string("model_dir", None, "Folder holding model.keras (from handgrad-train).")
     flags.DEFINE_string("data_dir", None, "Dataset folder (MNIST: the IDX files); default: TFDS.")

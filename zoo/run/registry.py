@@ -1,48 +1,53 @@
-"""Named configs and tasks, and dotted `--set` overrides of a config's sections.
+"""Named configs and tasks, found where they are defined, and dotted `--set` overrides.
 
     get_config("face_small_synthetic")            -> a fresh `FaceConfig`
     apply_overrides(config, {"anchors.min_size": "10", "training.epochs": 2})
     get_task(config)                              -> the task object (model, data, evaluation)
 
-Each config name maps to a `module:function` returning a fresh config (a dataclass with nested
-section dataclasses and a `task` field); each task name to the class that builds, feeds and
-evaluates its models. Modules are imported only when asked for.
+Every family declares itself in its own `configs.py` below `handgrad/zoo/` (found by walking the
+folder, so a new family needs no line here): `TASK` (its task name), `TASK_CLASS`
+("module:Class" that builds, feeds and evaluates its models, imported only when asked for),
+`CONFIGS` ({name: function returning a fresh config}), `rules()` (the rule of every field,
+checked by `config_rules.check`) and `is_flat` / `from_flat` (reading handgrad 0.1 configs).
 """
 
 import dataclasses
+import functools
 import importlib
 import typing
+from pathlib import Path
 
+from handgrad import zoo
 from handgrad.zoo.run import config_rules
 
-CONFIGS = {
-    "mnist_cnn": "handgrad.zoo.mnist.configs:mnist_cnn",
-    "mlp": "handgrad.zoo.mnist.configs:mlp",
-    "face_small_synthetic": "handgrad.zoo.face.configs:face_small_synthetic",
-    "face_resnet50_wider": "handgrad.zoo.face.configs:face_resnet50_wider",
-    "face_small_wider_geometry": "handgrad.zoo.face.configs:face_small_wider_geometry",
-    "face_small_wider_geometry_improved":
-        "handgrad.zoo.face.configs:face_small_wider_geometry_improved",
-    "face_resnet50_wider_improved": "handgrad.zoo.face.configs:face_resnet50_wider_improved",
-    "face_blazeface_full_range": "handgrad.zoo.face.blazeface.configs:face_blazeface_full_range",
-    "face_blazeface_short_range":
-        "handgrad.zoo.face.blazeface.configs:face_blazeface_short_range",
-    "face_mobile_synthetic": "handgrad.zoo.face.configs:face_mobile_synthetic",
-    "face_mobile_wider_geometry": "handgrad.zoo.face.configs:face_mobile_wider_geometry",
-    "face_mobile_wider_geometry_improved":
-        "handgrad.zoo.face.configs:face_mobile_wider_geometry_improved",
-    "face_mobile_wider": "handgrad.zoo.face.configs:face_mobile_wider",
-}
 
-TASKS = {
-    "mnist": "handgrad.zoo.mnist.task:MnistTask",
-    "face": "handgrad.zoo.face.task:FaceTask",
-    "blazeface": "handgrad.zoo.face.blazeface.task:BlazeFaceTask",
-}
+@functools.cache
+def families():
+    """{task name: its configs module}, for every `configs.py` below `handgrad/zoo/` that
+    declares a `TASK`."""
+    root = Path(zoo.__file__).parent
+    found = {}
+    for path in sorted(root.rglob("configs.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        module = importlib.import_module(".".join(("handgrad.zoo", *parts)))
+        task = getattr(module, "TASK", None)
+        if task is not None:
+            if task in found:
+                raise ValueError(f"task {task!r} is declared twice: {found[task].__name__} and "
+                                 f"{module.__name__}")
+            found[task] = module
+    return found
 
-# The configs module of each task: its `from_flat` / `is_flat` read handgrad 0.1 configs.
-CONFIG_MODULES = {"mnist": "handgrad.zoo.mnist.configs", "face": "handgrad.zoo.face.configs",
-                  "blazeface": "handgrad.zoo.face.blazeface.configs"}
+
+def configs():
+    """{config name: function returning a fresh config}, of every family."""
+    named = {}
+    for module in families().values():
+        for name, make in module.CONFIGS.items():
+            if name in named:
+                raise ValueError(f"config {name!r} is declared twice ({module.__name__})")
+            named[name] = make
+    return named
 
 
 def _load(spec):
@@ -52,16 +57,23 @@ def _load(spec):
 
 def get_config(name):
     """Returns a fresh config for `name`; raises ValueError listing the known names."""
-    if name not in CONFIGS:
-        raise ValueError(f"Unknown config {name!r}. Known configs: {', '.join(sorted(CONFIGS))}")
-    return _load(CONFIGS[name])()
+    known = configs()
+    if name not in known:
+        raise ValueError(f"Unknown config {name!r}. Known configs: {', '.join(sorted(known))}")
+    return known[name]()
+
+
+def family(config):
+    """The configs module of `config`'s task."""
+    if config.task not in families():
+        raise ValueError(f"Unknown task {config.task!r}. Known tasks: "
+                         f"{', '.join(sorted(families()))}")
+    return families()[config.task]
 
 
 def get_task(config):
     """Returns the task object (model, data, evaluation) for a config."""
-    if config.task not in TASKS:
-        raise ValueError(f"Unknown task {config.task!r}. Known tasks: {', '.join(sorted(TASKS))}")
-    return _load(TASKS[config.task])()
+    return _load(family(config).TASK_CLASS)()
 
 
 def _coerce(value, default, field_type, name):
@@ -145,9 +157,9 @@ def apply_overrides(config, overrides, keep_none=False):
 
 
 def validate(config):
-    """Checks every field of `config` (`config_rules.py`): a value no run can use raises
-    ValueError naming its dotted field. Returns `config`."""
-    return config_rules.validate(config)
+    """Checks every field of `config` against its family's `rules()` (`config_rules.check`): a
+    value no run can use raises ValueError naming its dotted field. Returns `config`."""
+    return config_rules.check(config, family(config).rules())
 
 
 def resolve_config(config, overrides=None):
@@ -164,7 +176,7 @@ def from_saved(name, saved):
     """The config named `name` with the values of a saved dict: nested sections, or a handgrad
     0.1 flat dict (converted by its task's configs module)."""
     config = get_config(name)
-    module = importlib.import_module(CONFIG_MODULES[config.task])
+    module = family(config)
     if module.is_flat(saved):
         sections = module.from_flat(saved)
     else:

@@ -25,12 +25,13 @@ Nothing is written before the run is known to fit `model_dir` (`model_dir.check_
 folder of other files, or a run of another config or of another model / optimizer, is refused
 with a message naming both; config.json is (re)written only once the saved state has loaded.
 
-The task (`registry.TASKS[config.task]`) provides `build_model(config)`,
-`datasets(config, data_dir)` and `evaluate(model, config, data_dir, model_dir)`; configs are
-dataclasses with a `task` and a `training` section (batch_size, epochs, steps_per_epoch,
-validate_every_epoch, seed). A task whose `datasets` leaves a `data_counts` (the face tasks:
-`zoo.face.data.DataCounts`, faces the pipeline dropped) gets its `logs()` added to every epoch's
-logs, history.csv and TensorBoard (`callbacks.LogCounts`).
+The task (`registry.get_task(config)`, declared by its family's configs module) provides
+`build_model(config)`, `datasets(config, data_dir)` and
+`evaluate(model, config, data_dir, model_dir)`; configs are dataclasses with a `task` and a
+`training` section (batch_size, epochs, steps_per_epoch, validate_every_epoch, seed). A task
+whose `datasets` leaves a `data_counts` (the face tasks: `zoo.face.data.DataCounts`, faces the
+pipeline dropped) gets its `logs()` added to every epoch's logs, history.csv and TensorBoard
+(`callbacks.LogCounts`).
 
 Scale and resilience (see `distribute.py` and `resilience.py`):
     --strategy     the model, optimizer and metrics are built under the strategy's scope and
@@ -65,7 +66,7 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, overrides=None, verb
     """Trains `config` into `model_dir` (resuming if a backup is there), then evaluates it.
 
     Args:
-        config: a config name (`registry.CONFIGS`) or a config dataclass.
+        config: a config name (`registry.configs()`) or a config dataclass.
         model_dir: output folder (created); see the module docstring for its contents. Under a
             multi-worker strategy, workers other than the chief write `model_dir/worker_<i>`.
         data_dir: passed to the task's `datasets` / `evaluate` (None: the task's default source).
@@ -155,7 +156,7 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_string("config", None, f"Config name: {', '.join(sorted(registry.CONFIGS))}.")
+    flags.DEFINE_string("config", None, f"Config name: {', '.join(sorted(registry.configs()))}.")
     flags.DEFINE_string("model_dir", None, "Output folder (checkpoints, logs, model.keras).")
     flags.DEFINE_string("data_dir", None, "Dataset folder (MNIST: the IDX files); default: TFDS.")
     flags.DEFINE_integer("epochs", None, "Override config.training.epochs.")

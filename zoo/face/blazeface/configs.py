@@ -17,11 +17,18 @@ The images are resized to the network's fixed input (192 or 128, `data.image_siz
 their aspect ratio; evaluation letterboxes each original image (`BlazeFaceDetector.detect`).
 Target: a higher AP than the imported model's on the chosen validation split (synthetic by
 default; `--set=data.dataset=wider_geometry --set=data.geometry_source=...` for WIDER-geometry).
+
+The rule of every field is `rules()` below (the forms of `zoo/run/config_rules.py`); the named
+configs are `CONFIGS` at the end; `zoo/run/registry.py` finds this module by its `TASK`.
 """
 
 import dataclasses
 
-from handgrad.zoo.face.configs import DataConfig, TrainingConfig
+from handgrad.zoo.face.blazeface.variants import VARIANTS
+from handgrad.zoo.face.configs import DataConfig, TrainingConfig, data_rules, training_rules
+
+TASK = "blazeface"
+TASK_CLASS = "handgrad.zoo.face.blazeface.task:BlazeFaceTask"
 
 
 @dataclasses.dataclass
@@ -108,3 +115,34 @@ def face_blazeface_full_range():
 def face_blazeface_short_range():
     """MediaPipe BlazeFace short range (128 x 128), fine-tuned on the synthetic set."""
     return _fine_tune("short_range", 128)
+
+
+def _input_side(sizes, config):
+    """The variant's fixed input side, alone: BlazeFace's network takes one size only."""
+    sizes = tuple(sizes) if isinstance(sizes, tuple | list) else (sizes,)
+    return sizes == (VARIANTS[config.model.variant].input_size,)
+
+
+def rules():
+    """The rule of every field of `BlazeFaceConfig` (forms: `zoo/run/config_rules.py`)."""
+    side = (_input_side, "the variant's input side ({model.variant}: 192 full range, 128 short "
+                         "range)")
+    return [
+        ("model.variant", ("one of", sorted(VARIANTS))), ("model.pretrained", "bool"),
+        ("model.layers", ("one of", ("handgrad", "keras"))),
+        ("matching.center_radius", "number > 0"), ("matching.scale_tolerance", "number >= 1"),
+        ("loss.focal_alpha", "number in [0, 1]"), ("loss.focal_gamma", "number >= 0"),
+        ("loss.smooth_l1_delta", "number > 0"), ("loss.box_weight", "number >= 0"),
+        ("loss.keypoint_weight", "number >= 0"), ("loss.center_variance", "number > 0"),
+        ("loss.size_variance", "number > 0"),
+        ("postprocess.score_threshold", "number in [0, 1]"),
+        ("postprocess.nms_iou_threshold", "number in (0, 1]"),
+        ("postprocess.max_detections", "int >= 1"), ("postprocess.weighted", "bool"),
+        *data_rules(side, side),
+        # --epochs=0 evaluates MediaPipe's weights unchanged (the fine-tuning baseline)
+        *training_rules(min_epochs=0),
+    ]
+
+
+CONFIGS = {config.__name__: config for config in (face_blazeface_full_range,
+                                                  face_blazeface_short_range)}

@@ -7,9 +7,9 @@
                                                         targets.BlazeFaceTargets
     evaluate(model, config, data_dir, model_dir) -> {"ap_easy", "ap_medium", "ap_hard", ...}
                                                     (`zoo.face.evaluation`, WIDER protocol)
-A task of its own rather than a model switch inside FaceTask: the config sections differ (no
-backbone / anchor sizes / FPN; a variant, matching rules, a keypoint loss), and the data,
-evaluation and optimizer code is shared by calling the face task's functions.
+A task of its own rather than a model switch inside the RetinaNet family: the config sections
+differ (no backbone / anchor sizes / FPN; a variant, matching rules, a keypoint loss); the data,
+evaluation and optimizer code is the floor's (`zoo.face.data`, `evaluation`, `training`).
 """
 
 import keras
@@ -20,14 +20,7 @@ from handgrad.zoo.face.blazeface.configs import BlazeFaceConfig
 from handgrad.zoo.face.blazeface.detector import BlazeFaceDetector
 from handgrad.zoo.face.blazeface.targets import BlazeFaceTargets
 from handgrad.zoo.face.blazeface.tflite_import import load_tflite_weights, tflite_path
-from handgrad.zoo.face.task import make_optimizer
-
-
-def _check_sizes(config):
-    size = BlazeFaceDetector(model=config.model).input_size
-    if tuple(config.data.image_sizes) != (size,):
-        raise ValueError(f"data.image_sizes must be ({size},): BlazeFace {config.model.variant} "
-                         f"has a fixed {size} x {size} input. Received: {config.data.image_sizes}")
+from handgrad.zoo.face.training import make_optimizer
 
 
 class BlazeFaceTask:
@@ -46,7 +39,6 @@ class BlazeFaceTask:
 
     def datasets(self, config, data_dir):
         self.data_counts = face_data.DataCounts()  # logged each epoch by train.py
-        _check_sizes(config)
         m = config.matching
         targets = BlazeFaceTargets(config.model.variant, m.center_radius, m.scale_tolerance)
         return face_data.datasets(config, data_dir, targets.encode,

@@ -10,8 +10,8 @@ Boxes are `[ymin, xmin, ymax, xmax]` in pixels of the model input.
 
 import tensorflow as tf
 
-from handgrad.pipelines.augment import clip_boxes
-from handgrad.zoo.face.boxes import decode_boxes
+from handgrad.pipelines.boxes import clip_boxes
+from handgrad.zoo.face.box_coder import decode_boxes
 
 
 def postprocess(cls_logits, box_deltas, anchors, level_counts, image_hw, variances,

@@ -1,4 +1,5 @@
-"""Box operations: IoU, box encoding/decoding with variances, anchor-to-face matching, targets.
+"""Box coding: box encoding/decoding with variances, anchor-to-face matching, targets (the
+primitives it builds on, IoU and areas, are `pipelines.boxes`).
 
 Boxes are `[ymin, xmin, ymax, xmax]` in pixels of the model input (TF Model Garden convention),
 everywhere in this file. All functions are pure TensorFlow, so they run inside `tf.data` maps.
@@ -31,30 +32,12 @@ only when all k are already claimed), with results exactly those of the whole-ma
 
 import tensorflow as tf
 
-from handgrad.pipelines.augment import clip_boxes
+from handgrad.pipelines.boxes import iou
 
-__all__ = ["area", "clip_boxes", "decode_boxes", "encode_boxes", "encode_targets", "iou",
-           "match_anchors"]
+__all__ = ["decode_boxes", "encode_boxes", "encode_targets", "match_anchors"]
 
 DEFAULT_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 _BBOX_XFORM_CLIP = 6.907755278982137  # log(1000 / 16)
-
-
-def area(boxes):
-    """Areas of `(..., 4)` boxes: `(...,)`."""
-    return (tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
-            * tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0))
-
-
-def iou(boxes_a, boxes_b):
-    """Pairwise IoU (eq. 58) of `(N, 4)` and `(M, 4)` boxes: `(N, M)`; 0 where a union is 0."""
-    a = boxes_a[:, None, :]  # (N, 1, 4)
-    b = boxes_b[None, :, :]  # (1, M, 4)
-    h = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
-    w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
-    inter = h * w  # (N, M)
-    union = area(a) + area(b) - inter  # (N, M)
-    return tf.math.divide_no_nan(inter, union)
 
 
 def _center_size(boxes):

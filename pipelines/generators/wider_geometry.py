@@ -31,7 +31,7 @@ medium / hard select exactly the faces they select on WIDER.
 Deterministic for a seed; any image can be rendered alone (`render.part_rng`). Images are
 written one at a time, so memory does not grow with the set.
 
-    python -m handgrad.pipelines.wider_geometry --out_dir=/tmp/wg \
+    python -m handgrad.pipelines.generators.wider_geometry --out_dir=/tmp/wg \
         --source=../shared/widerface/ground_truth
 """
 
@@ -45,9 +45,9 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-from handgrad.pipelines import generated
-from handgrad.pipelines import wider_geometry_render as render
-from handgrad.pipelines.synthetic_faces import (
+from handgrad.pipelines.generators import markers
+from handgrad.pipelines.generators import wider_geometry_render as render
+from handgrad.pipelines.generators.synthetic_faces import (
     _annotation_text,
     _cell,
     load_backgrounds,
@@ -55,10 +55,11 @@ from handgrad.pipelines.synthetic_faces import (
 )
 
 MARKER = "HANDGRAD_WIDER_GEOMETRY.json"
+KIND = "WIDER-geometry"
 SETTINGS = ("easy", "medium", "hard")
 LABELS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 _OUTPUTS = ("WIDER_train", "WIDER_val", "wider_face_split", "ground_truth")
-_GENERATOR = "handgrad.pipelines.wider_geometry"
+_GENERATOR = "handgrad.pipelines.wider_geometry"  # the name its markers carry on disk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,16 +174,22 @@ def write_ground_truth(gt_dir, mats, layouts):
 
 def read_marker(out_dir):
     """The marker of a generated set in `out_dir` (a dict), or None when there is none."""
-    return generated.read_marker(out_dir, MARKER, _GENERATOR)
+    return markers.read_marker(out_dir, MARKER, _GENERATOR)
+
+
+def is_ready(out_dir, options):
+    """Whether `out_dir` holds a finished set made with `options` (any of `generate`'s
+    recorded options); ValueError for a finished set of other options."""
+    return markers.is_ready(out_dir, MARKER, _GENERATOR, options, KIND)
 
 
 def _claim(out_dir, options):
     """Makes `out_dir` ready: empty or a previous generated set (whose outputs are removed)."""
-    return generated.claim(out_dir, MARKER, _GENERATOR, options, _OUTPUTS)
+    return markers.claim(out_dir, MARKER, _GENERATOR, options, _OUTPUTS)
 
 
 def _write_marker(out_dir, options, *, complete, summary=None):
-    generated.write_marker(out_dir, MARKER, _GENERATOR, options, complete=complete,
+    markers.write_marker(out_dir, MARKER, _GENERATOR, options, complete=complete,
                            summary=summary)
 
 
@@ -193,9 +200,10 @@ def image_path(layout, split, render_index):
 
 
 def _check_options(seed, train_renders, quality, max_images_per_split):
-    for name, value, low in (("seed", seed, 0), ("train_renders", train_renders, 0),
-                             ("quality", quality, 1), ("max_images_per_split",
-                                                       max_images_per_split or 0, 0)):
+    for name, value, low in (("seed", seed, 0), ("train_renders", train_renders, 1),
+                             ("quality", quality, 1),
+                             ("max_images_per_split",  # None: every layout
+                              1 if max_images_per_split is None else max_images_per_split, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
     if quality > 100:
@@ -254,7 +262,8 @@ def generate(out_dir, *, source, seed=0, train_renders=2, quality=90, max_images
 
 
 def main(argv=None):
-    """Command line: `python -m handgrad.pipelines.wider_geometry --out_dir=... --source=...`."""
+    """Command line:
+    `python -m handgrad.pipelines.generators.wider_geometry --out_dir=... --source=...`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", required=True)
     parser.add_argument("--source", required=True,

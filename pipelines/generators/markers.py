@@ -43,6 +43,17 @@ def is_finished(marker_record, options, data_dir, kind):
     return True
 
 
+def is_ready(out_dir, marker, generator, options, kind, recognise=None):
+    """Whether `out_dir` holds a finished set of `generator` made with `options` (False: absent
+    or unfinished, generate it; ValueError: finished with other options), or, with no marker, a
+    complete set that `recognise(out_dir)` knows from before markers existed."""
+    record = read_marker(out_dir, marker, generator)
+    if is_finished(record, options, out_dir, kind):
+        return True
+    return (record is None and recognise is not None and Path(out_dir).is_dir()
+            and recognise(out_dir))
+
+
 def write_marker(out_dir, marker, generator, options, *, complete, summary=None):
     """Writes `out_dir/marker`: {"generator", **options, "complete", "summary"}."""
     record = {"generator": generator, **options, "complete": complete, "summary": summary}

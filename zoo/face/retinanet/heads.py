@@ -25,7 +25,7 @@ import math
 import keras
 
 import handgrad.layers
-from handgrad.zoo.face.pyramid import unit_gain_depthwise
+from handgrad.zoo.face.retinanet.pyramid import unit_gain_depthwise
 
 
 def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_convs=3,

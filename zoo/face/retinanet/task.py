@@ -1,4 +1,5 @@
-"""The face-detection task: what `handgrad-train` / `handgrad-eval` ask of configs with task "face".
+"""The RetinaNet family's task: what `handgrad-train` / `handgrad-eval` ask of configs with task
+"face".
 
     build_model(config) -> compiled `retinanet.FaceDetector` (sections handed over whole)
     datasets(config, data_dir) -> (train_ds, eval_ds)       (`data.datasets`, targets from
@@ -13,30 +14,11 @@ import keras
 
 from handgrad.zoo.face import data as face_data
 from handgrad.zoo.face import evaluation
-from handgrad.zoo.face.anchors import Anchors
 from handgrad.zoo.face.backbones import imagenet_weights
-from handgrad.zoo.face.configs import FaceConfig
-from handgrad.zoo.face.retinanet import FaceDetector
-
-
-def make_optimizer(training):
-    """SGD (momentum 0.9) or Adam(W) for a `TrainingConfig`, piecewise-constant learning rate
-    (x lr_decay at each of lr_boundaries)."""
-    values = [training.learning_rate * training.lr_decay**i
-              for i in range(len(training.lr_boundaries) + 1)]
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [int(b) for b in training.lr_boundaries], values) if training.lr_boundaries else values[0]
-    common = {"learning_rate": schedule, "global_clipnorm": training.clipnorm}
-    name = training.optimizer.lower()
-    if name == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, weight_decay=training.weight_decay or None,
-                                    **common)
-    if name == "adam":
-        if training.weight_decay:
-            return keras.optimizers.AdamW(weight_decay=training.weight_decay, **common)
-        return keras.optimizers.Adam(**common)
-    raise ValueError(f"training.optimizer must be 'sgd' or 'adam'. "
-                     f"Received: {training.optimizer!r}")
+from handgrad.zoo.face.retinanet.anchors import Anchors
+from handgrad.zoo.face.retinanet.configs import FaceConfig
+from handgrad.zoo.face.retinanet.model import FaceDetector
+from handgrad.zoo.face.training import make_optimizer
 
 
 class FaceTask:

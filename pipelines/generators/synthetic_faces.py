@@ -42,7 +42,7 @@ import scipy.io
 import skimage
 from PIL import Image, ImageFilter
 
-from handgrad.pipelines import generated
+from handgrad.pipelines.generators import markers
 
 BACKGROUNDS = (
     "coffee.png", "rocket.jpg", "brick.png", "grass.png", "gravel.png",
@@ -53,7 +53,8 @@ SKIN_TONES = np.array(
      [0.45, 0.30, 0.20], [0.98, 0.78, 0.66]], np.float32)
 _SPLIT_IDS = {"train": 0, "val": 1}
 MARKER = "HANDGRAD_SYNTHETIC.json"
-_GENERATOR = "handgrad.pipelines.synthetic_faces"
+KIND = "synthetic face"
+_GENERATOR = "handgrad.pipelines.synthetic_faces"  # the name its markers carry on disk
 _OUTPUTS = ("WIDER_train", "WIDER_val", "wider_face_split", "ground_truth")
 
 
@@ -266,7 +267,14 @@ def generation_options(*, num_train, num_val, seed, image_size=512, max_faces=30
 
 def read_marker(out_dir):
     """The `HANDGRAD_SYNTHETIC.json` record of a set in `out_dir`, or None."""
-    return generated.read_marker(out_dir, MARKER, _GENERATOR)
+    return markers.read_marker(out_dir, MARKER, _GENERATOR)
+
+
+def is_ready(out_dir, options):
+    """Whether `out_dir` holds a finished synthetic set of `options` (`generation_options`), also
+    one written before the marker existed; ValueError for a finished set of other options."""
+    return markers.is_ready(out_dir, MARKER, _GENERATOR, options, KIND,
+                            recognise=is_unmarked_set)
 
 
 def is_unmarked_set(out_dir):
@@ -305,7 +313,12 @@ def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30,
     """
     options = generation_options(num_train=num_train, num_val=num_val, seed=seed,
                                  image_size=image_size, max_faces=max_faces, quality=quality)
-    out_dir = generated.claim(out_dir, MARKER, _GENERATOR, options, _OUTPUTS,
+    for name, low in (("num_train", 1), ("num_val", 1), ("seed", 0), ("image_size", 32),
+                      ("max_faces", 1), ("quality", 1)):
+        if options[name] < low:  # checked before the folder is claimed: nothing is written
+            raise ValueError(f"{name} must be an integer >= {low}. Received: {name}="
+                             f"{options[name]}")
+    out_dir = markers.claim(out_dir, MARKER, _GENERATOR, options, _OUTPUTS,
                               recognise=is_unmarked_set)
     faces, backgrounds = load_faces(), load_backgrounds()
     summary = {}
@@ -326,5 +339,5 @@ def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30,
         if split == "val":
             write_ground_truth(out_dir / "ground_truth", entries)
         summary[split] = {"images": num, "faces": int(sum(len(r) for _, r in entries))}
-    generated.write_marker(out_dir, MARKER, _GENERATOR, options, complete=True, summary=summary)
+    markers.write_marker(out_dir, MARKER, _GENERATOR, options, complete=True, summary=summary)
     return summary

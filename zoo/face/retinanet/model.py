@@ -22,13 +22,14 @@ import tensorflow as tf
 
 import handgrad.layers
 from handgrad.losses.detection import detection_loss
-from handgrad.zoo.face import configs, training
-from handgrad.zoo.face.anchors import Anchors
+from handgrad.zoo.face import training
 from handgrad.zoo.face.backbones import build_backbone
 from handgrad.zoo.face.configs import section
-from handgrad.zoo.face.heads import detection_heads
-from handgrad.zoo.face.postprocess import postprocess
-from handgrad.zoo.face.pyramid import backbone_levels, feature_pyramid
+from handgrad.zoo.face.retinanet import configs
+from handgrad.zoo.face.retinanet.anchors import Anchors
+from handgrad.zoo.face.retinanet.heads import detection_heads
+from handgrad.zoo.face.retinanet.postprocess import postprocess
+from handgrad.zoo.face.retinanet.pyramid import backbone_levels, feature_pyramid
 
 _LAYERS = {"handgrad": handgrad.layers, "keras": keras.layers}
 _SECTIONS = {"model": configs.ModelConfig, "anchors": configs.AnchorConfig,

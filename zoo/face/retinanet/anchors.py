@@ -30,7 +30,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from handgrad.zoo.face import boxes as box_ops
+from handgrad.zoo.face import box_coder as box_ops
 
 DEFAULT_STRIDES = (8, 16, 32, 64)
 

@@ -34,7 +34,7 @@ other attributes changes only what those attributes change.
 import numpy as np
 from PIL import Image, ImageFilter
 
-from handgrad.pipelines.synthetic_faces import SKIN_TONES, _background, _ellipse_alpha
+from handgrad.pipelines.generators.synthetic_faces import SKIN_TONES, _background, _ellipse_alpha
 
 WIDTH = 1024
 HEIGHTS = (683, 768, 1024, 1366, 1536)  # 1024 x {3:2, 4:3, 1:1, 3:4, 2:3}
