@@ -6,7 +6,7 @@ so `model.set_weights(keras_twin.get_weights())` works and `keras.layers.X` can 
 """
 
 from handgrad.layers import ops
-from handgrad.layers.activations import ReLU, Sigmoid, Tanh
+from handgrad.layers.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from handgrad.layers.batch_norm import BatchNormalization
 from handgrad.layers.conv2d import Conv2D
 from handgrad.layers.dense import Dense
@@ -17,6 +17,6 @@ from handgrad.layers.softmax import Softmax
 from handgrad.layers.upsampling import UpSampling2D
 
 __all__ = [
-    "BatchNormalization", "Conv2D", "Dense", "DepthwiseConv2D", "MaxPool2D", "MaxPooling2D",
-    "ReLU", "SeparableConv2D", "Sigmoid", "Softmax", "Tanh", "UpSampling2D", "ops",
+    "BatchNormalization", "Conv2D", "Dense", "DepthwiseConv2D", "LeakyReLU", "MaxPool2D",
+    "MaxPooling2D", "ReLU", "SeparableConv2D", "Sigmoid", "Softmax", "Tanh", "UpSampling2D", "ops",
 ]

@@ -4,7 +4,7 @@ Losses and models call these directly when they need the op without a layer obje
 defined, with its equations, in the layer file named beside it.
 """
 
-from handgrad.layers.activations import relu, sigmoid, tanh
+from handgrad.layers.activations import clipped_relu, leaky_relu, relu, relu6, sigmoid, tanh
 from handgrad.layers.batch_norm import batch_norm_infer, batch_norm_train
 from handgrad.layers.conv2d import conv2d
 from handgrad.layers.dense import dense
@@ -14,6 +14,7 @@ from handgrad.layers.softmax import softmax
 from handgrad.layers.upsampling import resize_bilinear, upsample_nearest
 
 __all__ = [
-    "batch_norm_infer", "batch_norm_train", "conv2d", "dense", "depthwise_conv2d", "max_pool2d",
-    "relu", "resize_bilinear", "sigmoid", "softmax", "tanh", "upsample_nearest",
+    "batch_norm_infer", "batch_norm_train", "clipped_relu", "conv2d", "dense", "depthwise_conv2d",
+    "leaky_relu", "max_pool2d", "relu", "relu6", "resize_bilinear", "sigmoid", "softmax", "tanh",
+    "upsample_nearest",
 ]

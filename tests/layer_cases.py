@@ -113,6 +113,24 @@ def np_act(name, x):
             "tanh": np.tanh, "linear": lambda v: v}[name](x)
 
 
+def np_leaky_relu(x, a):
+    return np.where(x > 0, x, a * x)
+
+
+def np_leaky_relu_grad(x, dy, a):
+    """delta (1[x > 0] + a 1[x <= 0]): the slope a at x = 0, as TF's LeakyReluGrad."""
+    return dy * np.where(x > 0, 1.0, a)
+
+
+def np_relu_capped(x, m):
+    return np.clip(x, 0, m)
+
+
+def np_relu_capped_grad(x, dy, m):
+    """delta 1[0 < x < m]: 0 at both kinks, as TF's Relu6Grad."""
+    return dy * ((x > 0) & (x < m))
+
+
 def np_upsample(x, a, b):
     return np.repeat(np.repeat(x, a, axis=1), b, axis=2)
 
@@ -134,6 +152,11 @@ class Case:
     # (x, W), so a float32 central difference with a large step is exact up to rounding.
     fd_dtype: str = "float64"
     float16: bool = True  # False where TF has no float16 CPU kernel (dilated Conv2DBackpropInput)
+    # Explicit input holding kinks (x = 0, x = max_value), where the op has no derivative: finite
+    # differences skip the case, and grad_reference, (x, dout) -> NumPy dX, checks the one-sided
+    # value the backward takes there.
+    values: np.ndarray | None = None
+    grad_reference: Callable | None = None
 
 
 def _rand(shape, scale, seed, ties=False):
@@ -148,7 +171,15 @@ def _rand(shape, scale, seed, ties=False):
 
 
 def make_input(case, seed=0):
+    if case.values is not None:
+        return case.values.reshape(case.shape).copy()
     return _rand(case.shape, case.scale, seed, case.ties)
+
+
+# Both kinks of ReLU6 (0, -0 and 6, several times), saturated entries on both sides, and values
+# just inside the window; every entry is exact in float16.
+_KINKS = np.array([-100, -6, -3, -1, -0.5, -0.0, 0, 0, 0.25, 1, 3, 5.5, 5.75, 6, 6, 6.5, 7, 10,
+                   100, -0.0, 0, 0.125, 2, 6], np.float32)
 
 
 def _conv_case(name, shape, filters, k, s, padding, dilation=1, activation=None,
@@ -225,6 +256,22 @@ def _act_case(name, layer, act, shape, scale):
                 lambda x, w, t: np_act(act, x), scale)
 
 
+def _relu_case(name, max_value, shape, scale=1.0, kinks=False):
+    extra = dict(values=_KINKS, grad_reference=lambda x, dy: np_relu_capped_grad(x, dy, max_value)
+                 ) if kinks else {}
+    return Case(name, lambda: hl.ReLU(max_value), lambda: keras.layers.ReLU(max_value), shape,
+                lambda x, w, t: np_relu_capped(x, max_value), scale, **extra)
+
+
+def _leaky_case(name, shape, negative_slope=None, kinks=False):
+    kw = {} if negative_slope is None else dict(negative_slope=negative_slope)
+    a = 0.3 if negative_slope is None else negative_slope  # Keras' default, stated independently
+    extra = dict(values=_KINKS, grad_reference=lambda x, dy: np_leaky_relu_grad(x, dy, a)
+                 ) if kinks else {}
+    return Case(name, lambda: hl.LeakyReLU(**kw), lambda: keras.layers.LeakyReLU(**kw), shape,
+                lambda x, w, t: np_leaky_relu(x, a), **extra)
+
+
 def _bn_case(name, shape, training, scale=1.0, offset_init="glorot_uniform"):
     kw = dict(momentum=0.9, epsilon=1e-3, beta_initializer=offset_init,
               gamma_initializer="glorot_uniform", moving_mean_initializer="glorot_uniform",
@@ -264,6 +311,14 @@ CASES = [
     _pool_case("pool_overlap_ties", (1, 7, 7, 2), 3, 2, "same", ties=True),
     Case("relu", lambda: hl.ReLU(), lambda: keras.layers.ReLU(), (2, 4, 5, 3),
          lambda x, w, t: np.maximum(x, 0)),
+    # scale 5: entries in (-10, 10), none within 0.25 of the kinks 0 and 6
+    _relu_case("relu6", 6.0, (2, 3, 4), scale=5.0),
+    _relu_case("relu6_kinks_saturated", 6.0, (2, 3, 4), kinks=True),
+    _relu_case("relu_max_value_1.5", 1.5, (2, 4, 5, 3)),  # Keras' clip path, no Relu6 kernel
+    _leaky_case("leaky_relu_0.1", (2, 4, 5, 3), 0.1),  # RetinaFace's slope
+    _leaky_case("leaky_relu_default", (2, 3, 4)),
+    _leaky_case("leaky_relu_0.1_kinks", (2, 3, 4), 0.1, kinks=True),
+    _leaky_case("leaky_relu_slope_2", (2, 5), 2.0),  # Keras allows slopes > 1
     _act_case("sigmoid_large", lambda: hl.Sigmoid(), "sigmoid", (2, 3, 4), 20.0),
     _act_case("sigmoid_small", lambda: hl.Sigmoid(), "sigmoid", (2, 3, 4), 1e-3),
     _act_case("tanh_large", lambda: hl.Tanh(), "tanh", (2, 3, 4), 10.0),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from handgrad import layers as hl
+from handgrad.layers import ops
 
 
 def _every_layer_model():
@@ -21,7 +22,9 @@ def _every_layer_model():
     x = hl.MaxPool2D(3, 2, padding="same")(x)  # (5, 5, 6)
     x = hl.UpSampling2D()(x)  # (10, 10, 6)
     x = hl.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu")(x)  # 12 ch
+    x = hl.ReLU(6.0)(x)
     x = hl.SeparableConv2D(6, 3, strides=2, padding="same")(x)  # (5, 5, 6)
+    x = hl.LeakyReLU(0.1)(x)
     x = hl.UpSampling2D(interpolation="bilinear")(x)  # (10, 10, 6)
     x = hl.Conv2D(4, 5, strides=2, padding="valid")(x)  # (3, 3, 4)
     x = hl.Tanh()(x)
@@ -68,13 +71,23 @@ def test_model_with_every_layer_reloads_in_fresh_process(tmp_path):
         (lambda: hl.DepthwiseConv2D(3, activation="elu"), "activation='elu'"),
         (lambda: hl.SeparableConv2D(4, 3, data_format="channels_first"),
          "data_format='channels_first'"),
-        (lambda: hl.ReLU(max_value=6.0), "max_value=6.0"),
+        (lambda: hl.ReLU(negative_slope=0.1), "negative_slope=0.1"),
+        (lambda: hl.ReLU(threshold=1.0), "threshold=1.0"),
+        (lambda: hl.ReLU(max_value=-1.0), "max_value=-1.0"),
+        (lambda: hl.ReLU(max_value=float("inf")), "max_value=inf"),
+        (lambda: hl.LeakyReLU(-0.1), "negative_slope=-0.1"),
+        (lambda: hl.LeakyReLU(float("nan")), "negative_slope=nan"),
+        (lambda: ops.leaky_relu(np.ones(3, np.float32), -0.5), "negative_slope=-0.5"),
+        (lambda: ops.clipped_relu(np.ones(3, np.float32), None), "max_value=None"),
         (lambda: hl.BatchNormalization(renorm=True), "renorm=True"),
         (lambda: hl.MaxPool2D(0), "pool_size"),
     ],
     ids=["conv_padding", "conv_groups", "conv_activation", "conv_channels_first",
          "dense_activation", "upsample_bicubic", "depthwise_stride_and_dilation",
-         "depthwise_activation", "separable_channels_first", "relu6", "bn_renorm",
+         "depthwise_activation", "separable_channels_first", "relu_negative_slope",
+         "relu_threshold", "relu_negative_max_value", "relu_infinite_max_value",
+         "leaky_relu_negative_slope", "leaky_relu_nan_slope", "op_leaky_relu_negative_slope",
+         "op_clipped_relu_none", "bn_renorm",
          "pool_size_zero"],
 )
 def test_bad_arguments_name_the_argument(make, message):

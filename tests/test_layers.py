@@ -15,7 +15,10 @@ Tolerances and why:
   The dilated convolution is checked in float32 (no float64 CPU kernel), step 0.5, rtol 1e-3: the
   op is bilinear, so the central difference has no truncation error at all.
 Ties in max pooling have no derivative, so those cases skip the finite-difference check (by case,
-not by default) and are checked against autodiff and a NumPy arg-max routing instead.
+not by default) and are checked against autodiff and a NumPy arg-max routing instead; so do the
+activation cases whose input sits on their kinks (x = 0, x = max_value), checked against autodiff
+and a NumPy gradient of the kernels' one-sided convention (exact: the gradient is delta times
+0, 1 or the slope).
 """
 
 import numpy as np
@@ -131,7 +134,29 @@ def _finite_differences(layer, x, dout, case, h):
     return grads
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if not c.ties], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [c for c in CASES if c.grad_reference], ids=lambda c: c.name)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_gradients_at_kinks_match_numpy(case, mode):
+    layer, _ = _pair(case)
+    x = make_input(case)
+    dout = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    (dx,) = MODES[mode](lambda x, d: _grads(layer, x, d, case))(x, dout)
+    np.testing.assert_allclose(dx.numpy(), case.grad_reference(x, dout), rtol=1e-6, atol=0)
+
+
+def test_capped_relu_gradient_is_zero_at_both_kinks_for_any_cap():
+    """Stock Keras passes delta at x == max_value for caps other than 6 (tf.clip_by_value's
+    gradient); handgrad keeps Relu6Grad's convention, 1[0 < x < m], for every cap."""
+    x = tf.constant([-1.0, 0.0, 0.75, 1.5, 2.0])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = ops.clipped_relu(x, 1.5)
+    np.testing.assert_array_equal(tape.gradient(y, x).numpy(), [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(y.numpy(), [0, 0, 0.75, 1.5, 1.5])
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.ties and c.values is None],
+                         ids=lambda c: c.name)
 def test_gradients_match_finite_differences(case):
     exact = case.fd_dtype == "float64"
     layer, _ = _pair(case, dtype=case.fd_dtype)
@@ -214,8 +239,8 @@ def test_bilinear_layer_with_unknown_spatial_size():
 @pytest.mark.parametrize(
     "name, args",
     [("DepthwiseConv2D", (5, 2, "same", 2)), ("SeparableConv2D", (4, 3, 2, "valid", None, 1, 2)),
-     ("UpSampling2D", ((2, 3), None, "bilinear"))],
-    ids=["depthwise", "separable", "upsampling"],
+     ("UpSampling2D", ((2, 3), None, "bilinear")), ("ReLU", (6.0,)), ("LeakyReLU", (0.1,))],
+    ids=["depthwise", "separable", "upsampling", "relu6", "leaky_relu"],
 )
 def test_constructor_takes_keras_positional_arguments(name, args):
     import keras
