@@ -14,6 +14,7 @@ training state (`RESUME_FIXED`).
 
 import dataclasses
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -81,8 +82,29 @@ def _flat(config, run):
     return out
 
 
+def check_writable(model_dir):
+    """Raises PermissionError naming `model_dir` and the cause when it, or one of the folders of
+    an earlier run in it (backup/, checkpoints/, logs/), cannot take a new file: otherwise
+    resuming there fails after the first epoch inside TF with a PermissionDeniedError. Tried by
+    creating (and removing) a file, since os.access answers yes for root on a folder without
+    write permission and knows nothing of read-only mounts."""
+    model_dir = Path(model_dir)
+    for folder in (model_dir, *(model_dir / name for name in ("backup", "checkpoints", "logs"))):
+        if not folder.is_dir():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            where = "" if folder == model_dir else f" ({folder.name}/)"
+            raise PermissionError(
+                f"--model_dir={model_dir} is not writable{where}: {e.strerror or e}. Make it "
+                "writable, or copy the run to a writable folder and rerun there.") from e
+
+
 def check_can_train(model_dir, record, config):
-    """Raises ValueError, before anything is written, when `model_dir` cannot take this run.
+    """Raises ValueError, before anything is written, when `model_dir` cannot take this run
+    (PermissionError when it cannot be written, `check_writable`).
 
     Accepted: an absent or empty folder (hidden files and other workers' `worker_*` folders
     aside), or one whose config.json is a run of the same config (`record["config_name"]`) with
@@ -92,6 +114,7 @@ def check_can_train(model_dir, record, config):
     if model_dir.exists() and not model_dir.is_dir():
         raise ValueError(f"--model_dir={model_dir} is a file; expected a folder (new or from "
                          "an earlier handgrad-train run).")
+    check_writable(model_dir)
     saved = read_record(model_dir) if model_dir.is_dir() else None
     if saved is None:
         foreign = sorted(p.name for p in model_dir.iterdir() if not p.name.startswith(

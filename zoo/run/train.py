@@ -16,7 +16,10 @@ What a run leaves in `model_dir`:
                                  on resume (an epoch interrupted after its line was written and
                                  before its checkpoint is redone and logged again)
     model.keras                  the final model (loads with keras.models.load_model after
-                                 `import handgrad`)
+                                 `import handgrad`); for a task with `precise_bn_batches`
+                                 (MNIST), its batch-norm statistics are first recomputed over
+                                 that many training batches (`precise_bn.py`), so that a short
+                                 run is not evaluated with moving averages still near 0 and 1
 and the task's metrics are printed last, one `name=value` per line (MNIST: `test_accuracy=...`),
 before the task's artefacts (plots, result files) are moved into `model_dir` (`cli.py`: one that
 cannot be written is a warning).
@@ -49,13 +52,14 @@ prints `handgrad-train: interrupted; rerun the same command to resume from epoch
 and the rerun logs `resuming from epoch N of M (<state file>)`.
 """
 
+import logging
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 import handgrad.losses  # noqa: F401  (registers the losses for loading model.keras)
-from handgrad.zoo.run import cli, distribute, registry, resilience
+from handgrad.zoo.run import cli, distribute, precise_bn, registry, resilience
 from handgrad.zoo.run import model_dir as model_dir_lib
 from handgrad.zoo.run.callbacks import EpochTimer, LogCounts
 
@@ -117,6 +121,7 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, overrides=None, verb
 
 def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strategy, record):
     train_ds, eval_ds = task.datasets(config, data_dir)
+    bn_batches = train_ds  # one pass at most: a limited set is averaged whole
     if config.training.steps_per_epoch:
         # Keras keeps one iterator across epochs when steps_per_epoch is given: a finite dataset
         # runs out and fit stops early with only a warning, so epochs are batches, not passes.
@@ -149,6 +154,10 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
                   verbose=verbose, shuffle=False)  # the task's dataset shuffles itself
     if guard.tripped:
         raise guard.error(model_dir / "backup")
+    if getattr(task, "precise_bn_batches", None):
+        count = precise_bn.update_bn_stats(model, bn_batches, task.precise_bn_batches)
+        logging.info("batch-norm statistics recomputed over %d training images (precise BN)",
+                     count)
     resilience.save_model_atomically(model, model_dir / "model.keras")
     return cli.evaluate_and_report(task, model, config, data_dir, model_dir)
 
