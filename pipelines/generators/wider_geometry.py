@@ -199,15 +199,15 @@ def image_path(layout, split, render_index):
     return f"{layout.event}/{layout.name}{suffix}.jpg"
 
 
-def _check_options(seed, train_renders, quality, max_images_per_split):
-    for name, value, low in (("seed", seed, 0), ("train_renders", train_renders, 1),
-                             ("quality", quality, 1),
-                             ("max_images_per_split",  # None: every layout
-                              1 if max_images_per_split is None else max_images_per_split, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
-    if quality > 100:
-        raise ValueError(f"quality must be a JPEG quality in 1..100. Received: quality={quality}")
+def _check_options(seed, train_renders, quality, max_images_per_split, images):
+    markers.check_integer("seed", seed, 0)
+    markers.check_integer("train_renders", train_renders, 1)
+    markers.check_integer("quality", quality, 1, 100)
+    if max_images_per_split is not None:  # None: every layout
+        markers.check_integer("max_images_per_split", max_images_per_split, 1)
+    if images is not None and not isinstance(images, str) and len(images) == 0:
+        raise ValueError("images must name at least one 'event/name' layout, or be None for "
+                         "every layout. Received: images=[]")
 
 
 def generate(out_dir, *, source, seed=0, train_renders=2, quality=90, max_images_per_split=None,
@@ -229,7 +229,7 @@ def generate(out_dir, *, source, seed=0, train_renders=2, quality=90, max_images
         `{"train": {"layouts", "images", "faces"}, "val": {...}}`; faces count annotation rows,
         invalid ones and the all-zero row of a 0-face image included.
     """
-    _check_options(seed, train_renders, quality, max_images_per_split)
+    _check_options(seed, train_renders, quality, max_images_per_split, images)
     layouts, mats = load_source(source)
     parts = select(layouts, images=images, max_images_per_split=max_images_per_split)
     options = {"seed": int(seed), "train_renders": int(train_renders), "quality": int(quality),

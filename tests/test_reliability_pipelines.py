@@ -1,0 +1,82 @@
+"""Bad options and bad files at the data pipelines: refused in one line naming the culprit,
+before anything is written; photos read as a viewer shows them.
+
+References are independent facts: the folder left on disk (nothing written, no marker), the
+byte offsets of a file written here, PIL's own `ImageOps.exif_transpose`, and the upright copy of
+the same photo with the boxes annotated on it."""
+
+import re
+
+import pytest
+
+from handgrad.pipelines.generators import synthetic_faces
+from handgrad.pipelines.generators import wider_geometry as wg
+
+SYNTHETIC = {"num_train": 1, "num_val": 1, "seed": 0, "image_size": 64, "max_faces": 3,
+             "quality": 90}
+
+
+def _untouched(out_dir, existed):
+    """The folder is as it was: absent, or (pre-created) empty; no marker anywhere."""
+    if existed:
+        return out_dir.is_dir() and not any(out_dir.iterdir())
+    return not out_dir.exists()
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["absent", "empty"])
+@pytest.mark.parametrize("name,value,expected", [
+    ("num_train", -5, ">= 1"), ("num_train", 0, ">= 1"), ("num_val", 0, ">= 1"),
+    ("seed", -1, ">= 0"), ("image_size", 16, ">= 32"), ("max_faces", 0, ">= 1"),
+    ("quality", 0, "in 1..100"), ("quality", 101, "in 1..100"),
+    ("num_train", 2.5, ">= 1"), ("num_train", "3", ">= 1"), ("num_val", True, ">= 1"),
+    ("seed", None, ">= 0"),
+], ids=["num_train_negative", "num_train_zero", "num_val_zero", "seed_negative",
+        "image_size_16", "max_faces_zero", "quality_zero", "quality_101", "num_train_float",
+        "num_train_string", "num_val_bool", "seed_none"])
+def test_synthetic_bad_option_writes_nothing(tmp_path, name, value, expected, existed):
+    out_dir = tmp_path / "set"
+    if existed:
+        out_dir.mkdir()
+    with pytest.raises(ValueError, match=re.escape(f"{name} must be an integer {expected}. "
+                                                   f"Received: {name}={value!r}")):
+        synthetic_faces.generate(out_dir, **dict(SYNTHETIC, **{name: value}))
+    assert _untouched(out_dir, existed)
+    assert synthetic_faces.read_marker(out_dir) is None
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["absent", "empty"])
+@pytest.mark.parametrize("name,value,expected", [
+    ("train_renders", 0, "train_renders must be an integer >= 1. Received: train_renders=0"),
+    ("train_renders", -1, "train_renders=-1"), ("train_renders", "2", "train_renders='2'"),
+    ("seed", -1, "seed must be an integer >= 0. Received: seed=-1"), ("seed", 1.5, "seed=1.5"),
+    ("quality", 0, "quality must be an integer in 1..100"), ("quality", 101, "quality=101"),
+    ("max_images_per_split", 0, "max_images_per_split must be an integer >= 1"),
+    ("images", [], "images must name at least one 'event/name' layout"),
+    ("images", "0--Parade/x", "images must be a list of 'event/name' keys"),
+    ("images", ["0--Parade/nope"], "images: 1 keys are not in the source"),
+], ids=["train_renders_zero", "train_renders_negative", "train_renders_string",
+        "seed_negative", "seed_float", "quality_zero", "quality_101", "max_images_zero",
+        "images_empty", "images_string", "images_unknown"])
+def test_wider_geometry_bad_option_writes_nothing(wider_dir, tmp_path, name, value, expected,
+                                                  existed):
+    out_dir = tmp_path / "set"
+    if existed:
+        out_dir.mkdir()
+    # One layout per split, so that a check that regressed renders two images, not 3 226.
+    options = {"max_images_per_split": 1, name: value}
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        wg.generate(out_dir, source=wider_dir, progress=False, **options)
+    assert _untouched(out_dir, existed)
+    assert wg.read_marker(out_dir) is None
+
+
+def test_wider_geometry_bad_source_or_out_dir_writes_nothing(wider_dir, tmp_path):
+    out_dir = tmp_path / "set"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"source={tmp_path / 'none'}")):
+        wg.generate(out_dir, source=tmp_path / "none", progress=False)
+    assert not out_dir.exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep")
+    with pytest.raises(NotADirectoryError, match=re.escape(f"out_dir={a_file}")):
+        wg.generate(a_file, source=wider_dir, max_images_per_split=1, progress=False)
+    assert a_file.read_text() == "keep"
