@@ -80,3 +80,44 @@ def test_wider_geometry_bad_source_or_out_dir_writes_nothing(wider_dir, tmp_path
     with pytest.raises(NotADirectoryError, match=re.escape(f"out_dir={a_file}")):
         wg.generate(a_file, source=wider_dir, max_images_per_split=1, progress=False)
     assert a_file.read_text() == "keep"
+
+
+def _run_generator(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "handgrad.pipelines.generators.wider_geometry",
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("case", ["seed_negative", "seed_not_a_number", "train_renders_zero",
+                                  "quality_101", "missing_source", "out_dir_is_a_file",
+                                  "foreign_folder"])
+def test_wider_geometry_command_names_the_bad_argument_in_one_line(wider_dir, tmp_path, case):
+    out_dir, source = tmp_path / "set", str(wider_dir)
+    extra, expected = [], None
+    if case == "seed_negative":
+        extra, expected = ["--seed=-1"], "argument --seed: seed must be an integer >= 0"
+    elif case == "seed_not_a_number":
+        extra, expected = ["--seed=x"], "argument --seed: invalid int value: 'x'"
+    elif case == "train_renders_zero":
+        extra, expected = ["--train_renders=0"], "argument --train_renders: train_renders must"
+    elif case == "quality_101":
+        extra, expected = ["--quality=101"], "argument --quality: quality must be an integer in"
+    elif case == "missing_source":
+        source, expected = str(tmp_path / "none"), f"argument --source: source={tmp_path}/none"
+    elif case == "out_dir_is_a_file":
+        out_dir.write_text("keep")
+        expected = f"argument --out_dir: out_dir={out_dir} exists and is not a folder"
+    else:
+        out_dir.mkdir()
+        (out_dir / "notes.txt").write_text("keep")
+        expected = f"argument --out_dir: out_dir={out_dir} is not empty (notes.txt)"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = _run_generator(f"--out_dir={out_dir}", f"--source={source}",
+                            "--max_images_per_split=1", *extra)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
