@@ -122,10 +122,11 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
         A list of `WiderRecord` in file order (and the `ParseStats` if asked).
 
     Raises:
-        ValueError naming the file and 1-based line number when the file is malformed.
+        ValueError naming the file and 1-based line number when the file is malformed (and the
+        byte offset when it is not UTF-8).
     """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    lines = _read_text(path).splitlines()
     stats = ParseStats()
     records = []
     i = 0
@@ -147,6 +148,20 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
         path, stats.images, stats.kept, stats.invalid, stats.degenerate,
     )
     return (records, stats) if return_stats else records
+
+
+def _read_text(path):
+    """The text of an annotation file (UTF-8, a leading BOM tolerated); ValueError naming the
+    file, the line and the byte offset of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        line = raw[raw.rfind(b"\n", 0, e.start) + 1:].split(b"\n", 1)[0]
+        raise ValueError(
+            f"{path}:{lineno}: expected UTF-8 text. Received: byte 0x{raw[e.start]:02x} at byte "
+            f"offset {e.start} ({e.reason}) in {line!r}; re-save the file as UTF-8.") from None
 
 
 def _is_face_line(lines, index):

@@ -121,3 +121,27 @@ def test_wider_geometry_command_names_the_bad_argument_in_one_line(wider_dir, tm
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("case", ["latin1_path", "stray_byte_in_a_face_line"])
+def test_non_utf8_annotation_file_names_the_file_line_and_offset(tmp_path, case):
+    from handgrad.pipelines import wider_face
+
+    lines = [b"0--Parade/a.jpg", b"1", b"1 2 3 4 0 0 0 0 0 0 ",
+             b"0--Parade/caf\xe9.jpg" if case == "latin1_path" else b"0--Parade/b.jpg",
+             b"1", b"5 6 7 8 0 0 0 0 0 0 " if case == "latin1_path" else b"5 6 7\xff8 0 0 0 0 0 0 "]
+    raw = b"\n".join(lines) + b"\n"
+    bad = 0xE9 if case == "latin1_path" else 0xFF
+    offset = raw.index(bytes([bad]))
+    lineno = 4 if case == "latin1_path" else 6
+    path = tmp_path / "wider_face_val_bbx_gt.txt"
+    path.write_bytes(raw)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path}:{lineno}: expected UTF-8 text. Received: byte 0x{bad:02x} at byte offset "
+            f"{offset}")) as info:
+        wider_face.parse_annotations(path)
+    assert "\n" not in str(info.value)
+    if case == "latin1_path":  # the same text re-saved as UTF-8 with a BOM parses
+        path.write_bytes(b"\xef\xbb\xbf" + raw.decode("latin-1").encode("utf-8"))
+        records = wider_face.parse_annotations(path)
+        assert [r.path for r in records] == ["0--Parade/a.jpg", "0--Parade/caf\u00e9.jpg"]
