@@ -7,6 +7,7 @@ the same photo with the boxes annotated on it."""
 
 import re
 
+import numpy as np
 import pytest
 
 from handgrad.pipelines.generators import synthetic_faces
@@ -145,3 +146,86 @@ def test_non_utf8_annotation_file_names_the_file_line_and_offset(tmp_path, case)
         path.write_bytes(b"\xef\xbb\xbf" + raw.decode("latin-1").encode("utf-8"))
         records = wider_face.parse_annotations(path)
         assert [r.path for r in records] == ["0--Parade/a.jpg", "0--Parade/caf\u00e9.jpg"]
+
+
+# The stored pixels whose display (PIL's exif_transpose) is the upright photo, per orientation.
+_STORED = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+           6: "ROTATE_90", 7: "TRANSVERSE", 8: "ROTATE_270"}
+_BOX = (150, 20, 140, 170)  # x y w h of the astronaut's face, annotated on the upright photo
+
+
+@pytest.fixture(scope="module")
+def rotated_photos(tmp_path_factory):
+    """A tiny WIDER layout: a real photo upright and stored rotated with an Orientation tag,
+    as PNG (lossless) for every orientation and as JPEG for 6 (a phone held upright) and 8."""
+    import skimage
+    from PIL import Image, ImageOps
+
+    upright = Image.fromarray(skimage.data.astronaut()[:384])  # 384 x 512: not square
+    root = tmp_path_factory.mktemp("exif")
+    folder = root / "WIDER_val" / "images" / "0--Parade"
+    folder.mkdir(parents=True)
+    names = []
+    for ext in ("png", "jpg"):
+        upright.save(folder / f"upright.{ext}", quality=95, subsampling=0)
+        names.append(f"upright.{ext}")
+        for tag in _STORED if ext == "png" else (6, 8):
+            exif = Image.Exif()
+            exif[0x0112] = tag
+            stored = upright.transpose(getattr(Image.Transpose, _STORED[tag]))
+            stored.save(folder / f"o{tag}.{ext}", exif=exif, quality=95, subsampling=0)
+            names.append(f"o{tag}.{ext}")
+            # The test's construction, checked against PIL's own reading of the tag.
+            with Image.open(folder / f"o{tag}.{ext}") as saved:
+                assert saved.getexif()[0x0112] == tag
+                assert (saved.size != upright.size) == (tag >= 5)  # 5..8 swap width and height
+                if ext == "png":
+                    assert np.array_equal(np.asarray(ImageOps.exif_transpose(saved)),
+                                          np.asarray(upright))
+    split = root / "wider_face_split"
+    split.mkdir()
+    row = " ".join(map(str, _BOX)) + " 0 0 0 0 0 0 "
+    (split / "wider_face_val_bbx_gt.txt").write_text(
+        "".join(f"0--Parade/{n}\n1\n{row}\n" for n in names))
+    return root, np.asarray(upright)
+
+
+def test_photos_are_read_as_a_viewer_shows_them(rotated_photos):
+    from PIL import Image, ImageOps
+
+    from handgrad.pipelines import wider_face
+
+    root, upright = rotated_photos
+    x, y, w, h = _BOX
+    box = np.array([[y, x, y + h, x + w]], np.float32)  # [ymin, xmin, ymax, xmax]
+    examples = {path.numpy().decode(): (image.numpy(), boxes.numpy()) for image, boxes, path in
+                wider_face.load_examples(root, "val", training=False)}
+    assert len(examples) == 11
+    jpeg_upright = examples["0--Parade/upright.jpg"][0].astype(np.int16)
+    for name, (image, boxes) in examples.items():
+        image = image.astype(np.int16)
+        np.testing.assert_array_equal(boxes, box, err_msg=name)
+        assert image.shape == upright.shape, name
+        if name.endswith(".png"):
+            np.testing.assert_array_equal(image, upright.astype(np.int16), err_msg=name)
+            continue
+        with Image.open(root / "WIDER_val" / "images" / name) as saved:
+            shown = np.asarray(ImageOps.exif_transpose(saved).convert("RGB"), np.int16)
+        # PIL's and TF's JPEG decoders differ by about 2 levels on average on this photo (IDCT
+        # and chroma upsampling: 2.0 for the upright JPEG itself); a wrong orientation differs
+        # by tens, checked with the photo turned half a turn.
+        assert np.abs(image - shown).mean() < 3.0, name
+        assert np.abs(image[::-1, ::-1] - shown).mean() > 20.0, name
+        # The upright JPEG was compressed from the same pixels; only JPEG's loss differs.
+        assert np.abs(image - jpeg_upright).mean() < 3.0, name
+        assert np.abs(image - upright).mean() < 3.0, name
+
+
+def test_exif_orientation_reads_the_tag_and_ignores_bad_bytes(rotated_photos):
+    from handgrad.pipelines import wider_face
+
+    root, _ = rotated_photos
+    folder = root / "WIDER_val" / "images" / "0--Parade"
+    assert wider_face.exif_orientation((folder / "o6.jpg").read_bytes()) == 6
+    assert wider_face.exif_orientation((folder / "upright.jpg").read_bytes()) == 1
+    assert wider_face.exif_orientation(b"not an image") == 1
