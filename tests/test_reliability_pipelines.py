@@ -6,6 +6,7 @@ byte offsets of a file written here, PIL's own `ImageOps.exif_transpose`, and th
 the same photo with the boxes annotated on it."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,3 +230,78 @@ def test_exif_orientation_reads_the_tag_and_ignores_bad_bytes(rotated_photos):
     assert wider_face.exif_orientation((folder / "o6.jpg").read_bytes()) == 6
     assert wider_face.exif_orientation((folder / "upright.jpg").read_bytes()) == 1
     assert wider_face.exif_orientation(b"not an image") == 1
+
+
+@pytest.fixture
+def no_tfds_download(monkeypatch):
+    """Records, and refuses, any TFDS download; no HANDGRAD_MNIST_DIR fallback."""
+    import tensorflow_datasets as tfds
+
+    calls = []
+
+    def refuse(self, *args, **kwargs):
+        calls.append(self.name)
+        raise AssertionError("the test tried to download")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", refuse)
+    monkeypatch.delenv("HANDGRAD_MNIST_DIR", raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("failure", ["dns", "connect"])
+def test_offline_mnist_without_data_dir_fails_fast_in_one_line(tmp_path, monkeypatch,
+                                                               no_tfds_download, failure):
+    import socket
+    import time
+
+    import tensorflow_datasets as tfds
+
+    from handgrad.pipelines import mnist
+
+    def offline(*args, **kwargs):
+        if failure == "dns":
+            raise socket.gaierror(-3, "Temporary failure in name resolution")
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "getaddrinfo" if failure == "dns" else "create_connection",
+                        offline)
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    tfds_dir = tmp_path / "tensorflow_datasets"  # TFDS' default data dir, here
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tfds_dir))
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"storage\.googleapis\.com:443 unreachable.*"
+                       r"Pass data_dir \(--data_dir=\.\.\.\)") as info:
+        mnist.load_arrays(None)
+    assert time.monotonic() - start < 10
+    assert "\n" not in str(info.value) and "offline?" in str(info.value)
+    assert no_tfds_download == [] and not tfds_dir.exists()
+
+
+def test_cut_mnist_download_leaves_no_half_written_data_dir(tmp_path, monkeypatch,
+                                                            no_tfds_download):
+    import tensorflow_datasets as tfds
+
+    from handgrad.pipelines import mnist
+
+    def cut(self, *args, **kwargs):  # what a download cut short leaves: partial files
+        no_tfds_download.append(self.name)
+        partial = Path(self.data_dir).parent / "incomplete.mnist"
+        partial.mkdir(parents=True)
+        (partial / "train.tfrecord").write_bytes(b"\0" * 10)
+        (tfds_dir / "downloads").mkdir()
+        (tfds_dir / "downloads" / "train-images.tmp").write_bytes(b"\0" * 10)
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", cut)
+    monkeypatch.setattr(mnist, "_unreachable", lambda *args, **kwargs: None)  # "online"
+    tfds_dir = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match=r"ConnectionResetError: .*Connection reset by peer"):
+        mnist.load_arrays(None, tfds_data_dir=tfds_dir)
+    assert no_tfds_download == ["mnist"] and not tfds_dir.exists()
+    # An existing TFDS folder keeps what it held before, and only that.
+    (tmp_path / "kept" / "other_dataset").mkdir(parents=True)
+    tfds_dir = tmp_path / "kept"
+    with pytest.raises(RuntimeError, match="Connection reset by peer"):
+        mnist.load_arrays(None, tfds_data_dir=tfds_dir)
+    assert sorted(p.name for p in tfds_dir.rglob("*")) == ["other_dataset"]
