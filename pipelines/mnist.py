@@ -9,9 +9,14 @@ Files may be gzipped (`*.gz`, detected by their first two bytes) or not.
 Images come out as NHWC float32 in [0, 1], `(batch, 28, 28, 1)`; labels as int32 `(batch,)`.
 """
 
+import contextlib
 import functools
 import gzip
 import os
+import shutil
+import socket
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,8 @@ SPLITS = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 NUM_EXAMPLES = {"train": 60_000, "test": 10_000}
+TFDS_HOST = ("storage.googleapis.com", 443)  # where TFDS' `mnist` builder downloads from
+CONNECT_TIMEOUT_S = 3.0
 _UBYTE = 0x08
 
 
@@ -129,32 +136,85 @@ def _load_idx_dir(data_dir):
     return {split: load_idx_split(data_dir, split) for split in SPLITS}
 
 
-def load_arrays(data_dir=None):
+def _unreachable(host, port, timeout):
+    """None when a TCP connection to `host:port` (or to the HTTPS proxy, when one is set) opens
+    within `timeout` seconds, else why not (one line)."""
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parts.hostname, parts.port or 80
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port} unreachable within {timeout:g} s ({type(e).__name__}: {e})"
+    return None
+
+
+@contextlib.contextmanager
+def _removed_on_failure(root):
+    """Removes what the block added to the TFDS folder `root` (its `mnist/` and `downloads/`)
+    when it fails, so a cut download leaves no half-written data dir behind."""
+    watched = (root, root / "mnist", root / "downloads")
+    before = {p: set(p.iterdir()) if p.is_dir() else None for p in watched}
+    try:
+        yield
+    except BaseException:
+        if before[root] is None:
+            shutil.rmtree(root, ignore_errors=True)
+        for folder, old in before.items():
+            if old is not None and folder.is_dir():
+                for path in set(folder.iterdir()) - old:
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
+        raise
+
+
+def _load_tfds(tfds_data_dir):
+    """The TFDS `mnist` splits as arrays; downloads only after a quick check that the download
+    host answers (offline, TFDS would retry for minutes and leave an incomplete folder)."""
+    import tensorflow_datasets as tfds
+
+    root = Path(tfds_data_dir or tfds.core.constants.DATA_DIR).expanduser()
+    builder = tfds.builder("mnist", data_dir=str(root))
+    if not builder.is_prepared():
+        reason = _unreachable(*TFDS_HOST, timeout=CONNECT_TIMEOUT_S)
+        if reason is not None:
+            raise ConnectionError(f"offline? `mnist` is not prepared in {root} and the download "
+                                  f"host is {reason}")
+        with _removed_on_failure(root):
+            builder.download_and_prepare()
+    out = {}
+    for split in SPLITS:
+        images, labels = tfds.as_numpy(
+            builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+        out[split] = (images[..., 0], labels.astype(np.uint8))  # (N, 28, 28), (N,)
+    return out
+
+
+def load_arrays(data_dir=None, *, tfds_data_dir=None):
     """Returns `{"train": (images, labels), "test": (images, labels)}` as uint8 NumPy arrays.
 
-    Source: the IDX files in `data_dir`; with `data_dir=None`, TFDS `mnist` (downloaded and cached
-    by TFDS when it can reach the internet). If TFDS fails, the folder named by the environment
-    variable HANDGRAD_MNIST_DIR is used, and otherwise the TFDS error is raised with a hint.
+    Source: the IDX files in `data_dir`; with `data_dir=None`, TFDS `mnist` from
+    `tfds_data_dir` (default: TFDS' own, `~/tensorflow_datasets` or $TFDS_DATA_DIR), downloaded
+    there when `TFDS_HOST` answers within `CONNECT_TIMEOUT_S` (a failed download leaves nothing
+    behind). If TFDS fails, the folder named by the environment variable HANDGRAD_MNIST_DIR is
+    used, and otherwise a one-line RuntimeError says to pass data_dir.
     """
     if data_dir is not None:
         return _load_idx_dir(str(Path(data_dir).resolve()))
     try:
-        import tensorflow_datasets as tfds
-
-        out = {}
-        for split in SPLITS:
-            images, labels = tfds.as_numpy(
-                tfds.load("mnist", split=split, batch_size=-1, as_supervised=True))
-            out[split] = (images[..., 0], labels.astype(np.uint8))  # (N, 28, 28), (N,)
-        return out
+        return _load_tfds(tfds_data_dir)
     except Exception as e:  # TFDS raises many kinds: no network, bad cache, missing package
         fallback = os.environ.get("HANDGRAD_MNIST_DIR")
         if fallback:
             return {split: load_idx_split(fallback, split) for split in SPLITS}
+        cause = (str(e).strip().splitlines() or [""])[0]  # the whole chain: --verbose
         raise RuntimeError(
             "pipelines/mnist.py: TFDS could not load `mnist` "
-            f"({type(e).__name__}: {e}). Pass data_dir (--data_dir) naming a folder with the "
-            "official IDX files, or set HANDGRAD_MNIST_DIR."
+            f"({type(e).__name__}: {cause}). Pass data_dir (--data_dir=...) naming a folder with "
+            "the official IDX files, or set HANDGRAD_MNIST_DIR."
         ) from e
 
 

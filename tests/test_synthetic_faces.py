@@ -38,7 +38,7 @@ def test_deterministic_for_a_seed(synthetic, tmp_path):
         a = scipy.io.loadmat(root / "ground_truth" / f"{name}.mat")
         b = scipy.io.loadmat(tmp_path / "a" / "ground_truth" / f"{name}.mat")
         assert all(str(a[k]) == str(b[k]) for k in a if not k.startswith("__"))
-    synthetic_faces.generate(tmp_path / "b", num_train=0, num_val=NUM_VAL, seed=SEED + 1,
+    synthetic_faces.generate(tmp_path / "b", num_train=1, num_val=NUM_VAL, seed=SEED + 1,
                              image_size=SIZE)
     other = (tmp_path / "b" / "wider_face_split" / "wider_face_val_bbx_gt.txt").read_text()
     assert other != (root / "wider_face_split" / "wider_face_val_bbx_gt.txt").read_text()

@@ -277,7 +277,7 @@ def test_refuses_a_foreign_non_empty_folder(wider_dir, chosen, tmp_path):
         wg.generate(foreign, source=wider_dir, images=[chosen["few"]], progress=False)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     synthetic = tmp_path / "synthetic"
-    synthetic_faces.generate(synthetic, num_train=0, num_val=1, seed=0, image_size=64)
+    synthetic_faces.generate(synthetic, num_train=1, num_val=1, seed=0, image_size=64)
     with pytest.raises(FileExistsError):
         wg.generate(synthetic, source=wider_dir, images=[chosen["few"]], progress=False)
     # A previous generated set is replaced, stale images included.

@@ -13,6 +13,18 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
+
+def check_integer(name, value, low, high=None):
+    """Raises ValueError naming `name` unless `value` is an integer (not a bool) in
+    `low..high`. Generators call it for every option before `claim`, so a bad option writes
+    nothing (no folder, no marker)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
+            or (high is not None and value > high)):
+        expected = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {expected}. Received: {name}={value!r}")
+
 
 def read_marker(out_dir, marker, generator):
     """The marker dict that `generator` wrote in `out_dir`, or None (absent, unreadable, or

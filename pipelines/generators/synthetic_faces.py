@@ -302,22 +302,27 @@ def generate(out_dir, *, num_train, num_val, seed, image_size=512, max_faces=30,
     Args:
         out_dir: output folder (created): absent, empty, or a synthetic set written before
             (replaced); any other folder raises FileExistsError before anything is written.
-        num_train, num_val: images per split.
+        num_train, num_val: images per split (>= 1 each).
         seed: integer; the same seed writes the same files.
         image_size: the longer image side in pixels (the shorter is 0.6..1.0 of it).
         max_faces: most faces per image.
-        quality: JPEG quality.
+        quality: JPEG quality, 1..100.
 
     Returns:
         `{"train": {"images": n, "faces": m}, "val": {...}}`.
+
+    Raises:
+        ValueError naming the option when one is not an integer in its range, before the
+        folder is touched.
     """
+    for name, value, low, high in (("num_train", num_train, 1, None),
+                                   ("num_val", num_val, 1, None), ("seed", seed, 0, None),
+                                   ("image_size", image_size, 32, None),
+                                   ("max_faces", max_faces, 1, None),
+                                   ("quality", quality, 1, 100)):
+        markers.check_integer(name, value, low, high)
     options = generation_options(num_train=num_train, num_val=num_val, seed=seed,
                                  image_size=image_size, max_faces=max_faces, quality=quality)
-    for name, low in (("num_train", 1), ("num_val", 1), ("seed", 0), ("image_size", 32),
-                      ("max_faces", 1), ("quality", 1)):
-        if options[name] < low:  # checked before the folder is claimed: nothing is written
-            raise ValueError(f"{name} must be an integer >= {low}. Received: {name}="
-                             f"{options[name]}")
     out_dir = markers.claim(out_dir, MARKER, _GENERATOR, options, _OUTPUTS,
                               recognise=is_unmarked_set)
     faces, backgrounds = load_faces(), load_backgrounds()

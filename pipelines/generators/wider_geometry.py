@@ -199,15 +199,18 @@ def image_path(layout, split, render_index):
     return f"{layout.event}/{layout.name}{suffix}.jpg"
 
 
-def _check_options(seed, train_renders, quality, max_images_per_split):
-    for name, value, low in (("seed", seed, 0), ("train_renders", train_renders, 1),
-                             ("quality", quality, 1),
-                             ("max_images_per_split",  # None: every layout
-                              1 if max_images_per_split is None else max_images_per_split, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
-    if quality > 100:
-        raise ValueError(f"quality must be a JPEG quality in 1..100. Received: quality={quality}")
+# The integer options and their ranges (low, high or None), checked by `generate` and `main`.
+_RANGES = {"seed": (0, None), "train_renders": (1, None), "quality": (1, 100),
+           "max_images_per_split": (1, None)}
+
+
+def _check_options(images, **options):
+    for name, value in options.items():
+        if not (name == "max_images_per_split" and value is None):  # None: every layout
+            markers.check_integer(name, value, *_RANGES[name])
+    if images is not None and not isinstance(images, str) and len(images) == 0:
+        raise ValueError("images must name at least one 'event/name' layout, or be None for "
+                         "every layout. Received: images=[]")
 
 
 def generate(out_dir, *, source, seed=0, train_renders=2, quality=90, max_images_per_split=None,
@@ -229,7 +232,8 @@ def generate(out_dir, *, source, seed=0, train_renders=2, quality=90, max_images
         `{"train": {"layouts", "images", "faces"}, "val": {...}}`; faces count annotation rows,
         invalid ones and the all-zero row of a 0-face image included.
     """
-    _check_options(seed, train_renders, quality, max_images_per_split)
+    _check_options(images, seed=seed, train_renders=train_renders, quality=quality,
+                   max_images_per_split=max_images_per_split)
     layouts, mats = load_source(source)
     parts = select(layouts, images=images, max_images_per_split=max_images_per_split)
     options = {"seed": int(seed), "train_renders": int(train_renders), "quality": int(quality),
@@ -263,7 +267,10 @@ def generate(out_dir, *, source, seed=0, train_renders=2, quality=90, max_images
 
 def main(argv=None):
     """Command line:
-    `python -m handgrad.pipelines.generators.wider_geometry --out_dir=... --source=...`."""
+    `python -m handgrad.pipelines.generators.wider_geometry --out_dir=... --source=...`.
+
+    A bad argument ends in one `parser.error` line naming it (exit 2), before anything is
+    written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", required=True)
     parser.add_argument("--source", required=True,
@@ -273,9 +280,21 @@ def main(argv=None):
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--max_images_per_split", type=int, default=None)
     args = parser.parse_args(argv)
-    summary = generate(args.out_dir, source=args.source, seed=args.seed,
-                       train_renders=args.train_renders, quality=args.quality,
-                       max_images_per_split=args.max_images_per_split)
+    for name in _RANGES:
+        try:
+            _check_options(None, **{name: getattr(args, name)})
+        except ValueError as e:
+            parser.error(f"argument --{name}: {e}")
+    try:
+        find_source(args.source)
+    except FileNotFoundError as e:
+        parser.error(f"argument --source: {e}")
+    try:
+        summary = generate(args.out_dir, source=args.source, seed=args.seed,
+                           train_renders=args.train_renders, quality=args.quality,
+                           max_images_per_split=args.max_images_per_split)
+    except (NotADirectoryError, FileExistsError) as e:  # raised by the claim, before writing
+        parser.error(f"argument --out_dir: {e}")
     print(json.dumps(summary))
 
 
