@@ -74,7 +74,11 @@ class TrainingConfig:
     pass, or a number of batches; optimizer "adam", "adamw" or "sgd" (Nesterov momentum 0.9);
     learning_rate: peak, with linear warm-up over warmup_epochs, then cosine decay to
     learning_rate * final_lr_fraction; weight_decay (adamw); validate_every_epoch: evaluate on
-    the test digits after each epoch (TensorBoard curves); seed: Keras' global seed."""
+    the test digits after each epoch (TensorBoard curves); seed: Keras' global seed;
+    precise_bn_batches: batches over which `handgrad-train` recomputes the batch-norm statistics
+    before the final evaluation and save (`zoo/run/precise_bn.py`; detectron2's PreciseBN hook
+    uses 200), so that a short run's model is not judged on moving averages that lag behind its
+    weights; None: keep the moving averages."""
 
     batch_size: int = 50
     epochs: int = 4
@@ -86,6 +90,7 @@ class TrainingConfig:
     weight_decay: float = 0.0
     validate_every_epoch: bool = True
     seed: int = 0
+    precise_bn_batches: int | None = 200
 
 
 @dataclasses.dataclass
@@ -158,6 +163,7 @@ def rules():
         *shared_rules.training_rules(("adam", "adamw", "sgd")),
         ("training.warmup_epochs", "number >= 0"),
         ("training.final_lr_fraction", "number in [0, 1]"),
+        ("training.precise_bn_batches", "None or int >= 1"),
     ]
 
 

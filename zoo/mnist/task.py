@@ -128,10 +128,6 @@ class MnistTask:
     """Builds, feeds and evaluates the MNIST digit readers (see the module docstring)."""
 
     config_class = MnistConfig
-    # Batches (of training.batch_size) over which train.py recomputes the batch-norm statistics
-    # before the final evaluation and save (zoo/run/precise_bn.py); detectron2's PreciseBN hook
-    # uses 200 iterations.
-    precise_bn_batches = 200
 
     def build_model(self, config):
         keras.utils.set_random_seed(config.training.seed)

@@ -16,10 +16,11 @@ What a run leaves in `model_dir`:
                                  on resume (an epoch interrupted after its line was written and
                                  before its checkpoint is redone and logged again)
     model.keras                  the final model (loads with keras.models.load_model after
-                                 `import handgrad`); for a task with `precise_bn_batches`
-                                 (MNIST), its batch-norm statistics are first recomputed over
-                                 that many training batches (`precise_bn.py`), so that a short
-                                 run is not evaluated with moving averages still near 0 and 1
+                                 `import handgrad`); for a config with
+                                 `training.precise_bn_batches` (MNIST), its batch-norm
+                                 statistics are first recomputed over that many training
+                                 batches (`precise_bn.py`), so that a short run is not
+                                 evaluated with moving averages still near 0 and 1
 and the task's metrics are printed last, one `name=value` per line (MNIST: `test_accuracy=...`),
 before the task's artefacts (plots, result files) are moved into `model_dir` (`cli.py`: one that
 cannot be written is a warning).
@@ -154,8 +155,9 @@ def _fit_and_evaluate(task, model, config, model_dir, data_dir, verbose, strateg
                   verbose=verbose, shuffle=False)  # the task's dataset shuffles itself
     if guard.tripped:
         raise guard.error(model_dir / "backup")
-    if getattr(task, "precise_bn_batches", None):
-        count = precise_bn.update_bn_stats(model, bn_batches, task.precise_bn_batches)
+    bn_batch_count = getattr(training, "precise_bn_batches", None)
+    if bn_batch_count:
+        count = precise_bn.update_bn_stats(model, bn_batches, bn_batch_count)
         logging.info("batch-norm statistics recomputed over %d training images (precise BN)",
                      count)
     resilience.save_model_atomically(model, model_dir / "model.keras")
