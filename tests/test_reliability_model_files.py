@@ -1,5 +1,6 @@
 """A run's files where a user meets them without handgrad's help (issue 21, item 14): resuming in
-a model_dir that cannot be written is refused in one line before training starts.
+a model_dir that cannot be written is refused in one line before training starts; model.keras
+carries the hint to import handgrad beside it.
 
 Tests run as root, for whom a folder without write permission is writable, so the command runs in
 a fresh process whose `tempfile.TemporaryFile` fails in that folder as it does for another user
@@ -48,3 +49,27 @@ def test_resume_in_read_only_model_dir_is_one_line(tiny_mnist_run, mnist_dir, tm
                      "and rerun there."], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Epoch" not in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+def test_model_keras_has_the_loading_hint_beside_it_and_the_hint_works(tiny_mnist_run):
+    """Keras alone cannot load model.keras (it only knows registered classes, and prints
+    "Could not locate class ..." with no word of handgrad); `LOADING.md` beside the file says
+    what to do, and its code, run as written in a fresh Python, loads the model."""
+    hint = (tiny_mnist_run / "LOADING.md").read_text()
+    assert "import handgrad" in hint
+    bare = subprocess.run([sys.executable, "-c", "import keras; keras.models.load_model("
+                           "'model.keras')"], cwd=tiny_mnist_run, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert bare.returncode != 0 and "Could not locate class" in bare.stderr
+    code = textwrap.dedent("\n".join(line for line in hint.splitlines()
+                                     if line.startswith("    ")))
+    loaded = subprocess.run([sys.executable, "-c", code + "\nprint(model.count_params())"],
+                            cwd=tiny_mnist_run, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    import keras
+
+    import handgrad  # noqa: F401
+
+    expected = keras.models.load_model(tiny_mnist_run / "model.keras").count_params()
+    assert loaded.stdout.split()[-1] == str(expected)

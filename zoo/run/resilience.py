@@ -175,9 +175,33 @@ def save_weights_atomically(model, path, fault_epoch=None, like=None):
                      needed=_state_bytes(model, like), fault_epoch=fault_epoch)
 
 
+# Keras finds a class of a .keras file only among registered ones (serialization_lib imports a
+# module by its recorded name only for keras' own packages), so a Python that has not imported
+# handgrad fails with "Could not locate class 'Conv2D'" and no hint: the hint sits beside the file.
+LOAD_HINT = """This folder's model.keras uses handgrad's layers (hand-derived gradients). Load it with
+
+    import handgrad  # registers handgrad's layers, losses and models with Keras
+    import keras
+    model = keras.models.load_model("model.keras")
+
+Without `import handgrad`, Keras stops at "Could not locate class 'Conv2D'" (or another handgrad
+class): it only knows the classes registered in the running Python.
+"""
+LOAD_HINT_FILE = "LOADING.md"
+
+
+def write_load_hint(folder):
+    """Writes `LOAD_HINT` as `folder/LOADING.md`, beside a model.keras (atomically)."""
+    target = Path(folder) / LOAD_HINT_FILE
+    write_atomically(target, lambda tmp: Path(tmp).write_text(LOAD_HINT),
+                     needed=len(LOAD_HINT))
+
+
 def save_model_atomically(model, path):
-    """`model.save(path)` (a `.keras` file) through a temporary file and a rename."""
+    """`model.save(path)` (a `.keras` file) through a temporary file and a rename, with the
+    loading hint (`LOADING.md`) beside it."""
     write_atomically(path, lambda tmp: model.save(str(tmp)), needed=_state_bytes(model, None))
+    write_load_hint(Path(path).parent)
 
 
 def read_latest(backup_dir):
