@@ -246,7 +246,8 @@ def train_gt_check(args):
     most = max(len(r.boxes) for r in records)
     over = [r for r in records if len(r.boxes) > args.max_boxes]
     caps = face_config_caps()
-    row = {"bench": "wider_real_train_gt", "file": str(args.train_gt), "images": stats.images,
+    row = {"bench": "wider_real_train_gt", "quick": args.quick, "file": str(args.train_gt),
+           "images": stats.images,
            "face_lines": stats.face_lines, "faces_kept": stats.kept, "invalid": stats.invalid,
            "degenerate": stats.degenerate, "empty_images": stats.empty_images,
            "most_faces_one_image": most, "max_boxes": args.max_boxes,
