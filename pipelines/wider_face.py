@@ -5,11 +5,20 @@ Layout read (the official one, also written by `pipelines.synthetic_faces`):
 <data_dir>/WIDER_{train,val}/images/<event>/<name>.jpg
 <data_dir>/wider_face_split/wider_face_{train,val}_bbx_gt.txt
 ```
+or, for a partial copy (what `../shared/widerface` holds), the annotation file at the top and the
+photos under `real_{train,val}/<event>/<name>.jpg`. Either may be partial: the annotation file
+lists every image of the split (12 880 train, 3 226 val) and only the photos present are read;
+how many were listed but absent is logged once (`present_records`), not an error.
 The annotation text has, per image, a path line, a count line, then one line per face:
 `x1 y1 w h blur expression illumination invalid occlusion pose`. An image with 0 faces still
-has one line of ten zeros, which is not a face. The parser converts `x y w h` once to the
-package's `[ymin, xmin, ymax, xmax] = [y1, x1, y1 + h, x1 + w]` in pixels; `pipelines.wider_format`
-converts back when writing result files.
+has one line of ten zeros, which is not a face. Some copies of the train file (the one in
+`../shared/widerface`) carry 7 numbers per face, `x y w h blur invalid occlusion`: read with
+expression, illumination and pose -1 (unknown). That the 6th number is the invalid flag is
+inferred from the data: 1.50 % of the faces carry it, mean area 38 px^2, against 1.47 % and
+42 px^2 for the invalid flag of the 10-number val file (its expression flag: 1.0 %,
+10 764 px^2). The parser converts `x y w h` once to the package's
+`[ymin, xmin, ymax, xmax] = [y1, x1, y1 + h, x1 + w]` in pixels; `pipelines.wider_format` converts
+back when writing result files.
 
 `load_examples` is the WIDER source (official files or TFDS): decoded `(image, boxes, path)`
 examples. Files are decoded as a viewer shows them (`decode_image` applies the EXIF Orientation
@@ -44,7 +53,7 @@ class WiderRecord:
     Attributes:
         path: image path relative to `WIDER_<split>/images`, e.g. `0--Parade/0_Parade_x_465.jpg`.
         boxes: (N, 4) float32 `[ymin, xmin, ymax, xmax]` in pixels, N >= 0.
-        attributes: (N, 6) int32, columns in the order of `ATTRIBUTES`.
+        attributes: (N, 6) int32, columns in the order of `ATTRIBUTES` (-1: not in the file).
     """
 
     path: str
@@ -89,9 +98,11 @@ def _read_faces(path, lines, i):
             values = [int(float(v)) for v in lines[lineno - 1].split()]
         except ValueError:
             values = []
+        if len(values) == 7:  # x y w h blur invalid occlusion; the other flags unknown (-1)
+            values = values[:5] + [-1, -1, values[5], values[6], -1]
         if len(values) != 10:
-            raise _error(path, lineno, "10 numbers: x y w h + 6 attribute flags",
-                         lines[lineno - 1])
+            raise _error(path, lineno, "10 numbers: x y w h + 6 attribute flags (or 7: x y w "
+                         "h blur invalid occlusion)", lines[lineno - 1])
         rows.append(values)
     return count, rows
 
@@ -191,9 +202,33 @@ def find_annotation_file(data_dir, split):
     )
 
 
+IMAGE_DIRS = ("WIDER_{split}/images", "real_{split}")  # official layout first
+
+
 def images_dir(data_dir, split):
-    """Returns `<data_dir>/WIDER_<split>/images`."""
-    return Path(data_dir) / f"WIDER_{split}" / "images"
+    """Returns the folder holding `<event>/<name>.jpg`: the first of `IMAGE_DIRS` under `data_dir`
+    that exists (`<data_dir>/WIDER_<split>/images` when none does)."""
+    candidates = [Path(data_dir) / d.format(split=split) for d in IMAGE_DIRS]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def present_records(records, root, annotation_file=None):
+    """The records whose image file is under `root`, and how many are listed but absent.
+
+    A partial copy of WIDER FACE (some photos of a split whose annotation file lists all of them)
+    reads the photos present; the absent ones are counted in one log line.
+
+    Returns:
+        (records present, in file order; number of records whose file is absent).
+    """
+    root = Path(root)
+    present = [r for r in records if (root / r.path).is_file()]
+    absent = len(records) - len(present)
+    if absent:
+        logging.info("%s lists %d images; %d are present under %s, %d absent (not read).",
+                     annotation_file or "the annotation file", len(records), len(present), root,
+                     absent)
+    return present, absent
 
 
 class SkipCounter:
@@ -266,9 +301,15 @@ def decode_image(contents):
 
 
 def _file_source(data_dir, split):
-    """(image uint8 (H, W, 3), boxes (N, 4), path) from the official layout; skips bad images."""
-    records = parse_annotations(find_annotation_file(data_dir, split))
+    """(image uint8 (H, W, 3), boxes (N, 4), path) of the photos present (`present_records`);
+    images that fail to decode are skipped later."""
+    annotation_file = find_annotation_file(data_dir, split)
     root = images_dir(data_dir, split)
+    records, _ = present_records(parse_annotations(annotation_file), root, annotation_file)
+    if not records:
+        raise FileNotFoundError(
+            f"None of the images listed in {annotation_file} is under {root} (looked for "
+            f"<event>/<name>.jpg under {' or '.join(d.format(split=split) for d in IMAGE_DIRS)})")
     paths = [r.path for r in records]
     full = [str(root / p) for p in paths]
     boxes = tf.RaggedTensor.from_row_lengths(
