@@ -180,25 +180,16 @@ def run_bench(args):
     return rows
 
 
-def _anchors_class():
-    """The RetinaNet family's anchors (target encoder), in its room after the rooms restructure
-    or where it was before."""
-    try:
-        from handgrad.zoo.face.retinanet.anchors import Anchors
-    except ImportError:
-        from handgrad.zoo.face.anchors import Anchors
-    return Anchors
-
-
 def encode_all(records, config_name, max_boxes, size=640):
     """Every record's boxes through the training pipeline's parser (`detection.parse_examples`:
     the seed's keep-aspect resize to `size`, the `max_boxes` cap, the anchor encoder of
     `config_name` as `target_fn`) on a blank canvas that holds the boxes (width >= 1024, WIDER's
     photo width; the photos are absent). Returns counts, seconds and peak memory."""
     from handgrad.pipelines import augment, detection
+    from handgrad.zoo.face.retinanet.anchors import Anchors
     from handgrad.zoo.run import registry
 
-    anchors = _anchors_class()(**vars(registry.get_config(config_name).anchors))
+    anchors = Anchors(**vars(registry.get_config(config_name).anchors))
     hw = [(max(int(np.ceil(r.boxes[:, 2].max(initial=1))), 1),
            max(int(np.ceil(r.boxes[:, 3].max(initial=1))), 1024)) for r in records]
     boxes = tf.RaggedTensor.from_row_lengths(

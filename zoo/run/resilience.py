@@ -178,7 +178,8 @@ def save_weights_atomically(model, path, fault_epoch=None, like=None):
 # Keras finds a class of a .keras file only among registered ones (serialization_lib imports a
 # module by its recorded name only for keras' own packages), so a Python that has not imported
 # handgrad fails with "Could not locate class 'Conv2D'" and no hint: the hint sits beside the file.
-LOAD_HINT = """This folder's model.keras uses handgrad's layers (hand-derived gradients). Load it with
+LOAD_HINT = """This folder's model.keras uses handgrad's layers (hand-derived gradients).
+Load it with
 
     import handgrad  # registers handgrad's layers, losses and models with Keras
     import keras
