@@ -26,6 +26,8 @@ an empty batch unchanged (its input shape, TF 2.21, stock layers too), which the
 refuses.
 """
 
+import inspect
+
 import tensorflow as tf
 
 from handgrad.pipelines.augment import resize_and_pad
@@ -200,19 +202,38 @@ def serves(task):
     return register
 
 
+def check_thresholds(score_threshold=None, iou_threshold=None):
+    """Refuses post-processing thresholds that export a model finding nothing (ValueError):
+    scores are sigmoid probabilities below 1, so a score threshold of 1 keeps no box; an IoU
+    threshold of 0 drops every box that touches a kept one. None: the model's default."""
+    if score_threshold is not None and not 0.0 <= score_threshold < 1.0:
+        raise ValueError("--score_threshold must be in [0, 1): scores are probabilities below 1, "
+                         "so this threshold would keep no box. Received: "
+                         f"score_threshold={score_threshold}")
+    if iou_threshold is not None and not 0.0 < iou_threshold <= 1.0:
+        raise ValueError("--iou_threshold must be in (0, 1]: at 0 the NMS drops every box that "
+                         f"touches a kept one. Received: iou_threshold={iou_threshold}")
+
+
 def build_module(model, task, **serving_args):
     """The serving module for a model of `task`; `serving_args` (input_size, score_threshold,
     iou_threshold, max_detections) go to detectors, each keeping its own defaults for the ones
-    not given."""
+    not given. An argument the task's module does not take (a classifier has no thresholds) or
+    a threshold that keeps no box is refused (ValueError)."""
     if task not in SERVING:
         raise ValueError(f"No serving signature for task {task!r}; known: "
                          f"{', '.join(sorted(SERVING))}")
+    check_thresholds(serving_args.get("score_threshold"), serving_args.get("iou_threshold"))
+    accepted = inspect.signature(SERVING[task]).parameters
+    ignored = sorted(set(serving_args) - set(accepted))
+    if ignored:
+        raise ValueError(f"{', '.join('--' + n for n in ignored)} cannot be honoured: a {task} "
+                         "model has no such setting (only face detectors do). Leave it out.")
     return SERVING[task](model, **serving_args)
 
 
 @serves("mnist")
-def _mnist_module(model, **detector_args):
-    del detector_args  # a classifier has no thresholds
+def _mnist_module(model):
     return MnistServing(model)
 
 

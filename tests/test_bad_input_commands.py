@@ -53,7 +53,7 @@ def folders(tiny_mnist_run, tmp_path_factory):
     shutil.copytree(run, root / "png_blocked")
     (root / "png_blocked" / "confusion_matrix.png").unlink()
     (root / "png_blocked" / "confusion_matrix.png").mkdir()  # cannot be written as a file
-    export_model(run, root / "mnist_export")
+    export_model(run, root / "mnist_export")  # version 1: mnist_export/1
     (root / "photos").mkdir()
     Image.new("RGB", (40, 30)).save(root / "photos" / "family.png")
     return root
@@ -104,24 +104,35 @@ def test_eval_prints_the_results_when_a_plot_cannot_be_written(folders, mnist_di
 @pytest.mark.parametrize("command, args, message", [
     ("handgrad-export", ["--model_dir={run}", "--export_dir={run}"],
      r"ValueError: --export_dir=.*run holds files that are not an export \(backup, "),
-    ("handgrad-detect", ["--saved_model={mnist_export}", "--images={photos}",
+    ("handgrad-detect", ["--saved_model={mnist_export}/1", "--images={photos}",
                          "--output_dir={out}"],
-     r"ValueError: --saved_model=.*mnist_export has no 'image_bytes' signature \(it has: "
+     r"ValueError: --saved_model=.*mnist_export/1 has no 'image_bytes' signature \(it has: "
      r"serving_default\): it is not a face-detector export"),
     ("handgrad-detect", ["--saved_model={nope}", "--images={photos}", "--output_dir={out}"],
      r"FileNotFoundError: --saved_model=.*nope: no saved_model\.pb there"),
-    ("handgrad-detect", ["--saved_model={mnist_export}", "--images={photos}",
+    ("handgrad-detect", ["--saved_model={mnist_export}/1", "--images={photos}",
                          "--output_dir={photos}/out"],
      r"ValueError: --output_dir=.*photos/out is inside --images=.*photos: the results would be "
      r"written among the input images"),
+    ("handgrad-export", ["--pretrained=blazeface_full_range", "--input_size=640",
+                         "--export_dir={out}"],
+     r"ValueError: --input_size=640 cannot be honoured for --pretrained=blazeface_full_range: "
+     r"its input is fixed at 192 x 192"),
+    ("handgrad-export", ["--pretrained=blazeface_full_range", "--score_threshold=1.0",
+                         "--export_dir={out}"],
+     r"ValueError: --score_threshold must be in \[0, 1\): scores are probabilities below 1"),
+    ("handgrad-export", ["--model_dir={run}", "--iou_threshold=0", "--export_dir={out}"],
+     r"ValueError: --iou_threshold must be in \(0, 1\]: at 0 the NMS drops every box"),
 ], ids=["export_into_the_model_dir", "detect_with_an_mnist_export", "detect_missing_saved_model",
-        "detect_output_inside_images"])
+        "detect_output_inside_images", "export_pretrained_with_input_size",
+        "export_score_threshold_1", "export_iou_threshold_0"])
 def test_export_and_detect_report_errors_in_one_line(folders, command, args, message):
     paths = {name: folders / name for name in ("run", "mnist_export", "photos", "out", "nope")}
     code, _, err = _run(command, [a.format(**paths) for a in args])
     assert code == 1 and re.match(rf"{command}: error: {message}",
                                   _error_line(command, err)), err[-3000:]
     assert sorted(p.name for p in (folders / "photos").iterdir()) == ["family.png"]
+    assert not (folders / "out").exists()  # nothing exported or detected
 
 
 def _train_args(model_dir, mnist_dir, *extra):

@@ -2,14 +2,17 @@
 and results printed before the optional artefacts are written.
 
 Every command reports an error (a missing or corrupt file, a bad flag or config value, a full
-disk) as one line `<command>: error: <what was expected, naming the file or argument>` and exit
-status 1; Ctrl-C as `<command>: interrupted; <what a rerun does>` and exit status 130; `--verbose`
-shows the traceback instead. No traceback is printed without `--verbose`, also for errors nobody
-foresaw (those say so and ask for `--verbose`).
+disk, memory running out: which setting to lower) as one line `<command>: error: <what was
+expected, naming the file or argument>` and exit status 1; Ctrl-C as `<command>: interrupted;
+<what a rerun does>` and exit status 130; `--verbose` shows the traceback instead. No
+traceback is printed without `--verbose`, also for errors nobody foresaw (those say so and ask
+for `--verbose`).
 """
 
 import contextlib
 import logging
+import math
+import re
 import shutil
 import signal
 import sys
@@ -58,6 +61,27 @@ def one_line(error):
     return f"{type(error).__name__}: {text}"
 
 
+_OOM = re.compile(r"OOM when allocating tensor with shape\[([\d, ]*)\] and type (\w+) on "
+                  r"(?:\S*device:)?(\S+)")
+_BYTES = {"float": 4, "half": 2, "double": 8, "bfloat16": 2, "int32": 4, "int64": 8, "uint8": 1}
+
+
+def out_of_memory(error, setting):
+    """One line for a TF out-of-memory error (ResourceExhaustedError "OOM when allocating ...",
+    whose text holds the Python stack of the graph node) or a MemoryError, naming the tensor and
+    `setting`, what to lower; None for any other error."""
+    if isinstance(error, MemoryError):
+        return f"OutOfMemoryError: the memory is exhausted. Lower {setting} and rerun."
+    match = _OOM.search(str(error)) if type(error).__name__ == "ResourceExhaustedError" else None
+    if match is None:
+        return None
+    dims = [int(d) for d in match.group(1).replace(" ", "").split(",") if d]
+    size = math.prod(dims) * _BYTES.get(match.group(2), 4)
+    return (f"OutOfMemoryError: a {match.group(2)} tensor of shape [{', '.join(map(str, dims))}] "
+            f"({size / 1e9:.1f} GB) does not fit in the memory of {match.group(3)}. Lower "
+            f"{setting} and rerun.")
+
+
 def _fresh_line():
     """Ends a progress bar's line on a terminal, so that the message starts its own."""
     if sys.stdout.isatty():
@@ -84,7 +108,8 @@ def deferred_interrupt():
 
 
 @contextlib.contextmanager
-def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
+def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None,
+                    memory_setting="the batch size"):
     """Turns errors raised inside into one `<command>: error: ...` line and exit status 1.
 
     Args:
@@ -94,6 +119,8 @@ def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
             as unexpected (rerun with --verbose and report it).
         interrupted: optional callable returning what a rerun does after Ctrl-C (e.g. "rerun
             the same command to resume from epoch 3"); the line ends with it, exit status 130.
+        memory_setting: what to lower when memory runs out (`out_of_memory`), e.g.
+            "--batch_size (training.batch_size)".
     """
     try:
         yield
@@ -108,9 +135,12 @@ def one_line_errors(command, verbose=False, errors=EXPECTED, interrupted=None):
         if verbose:
             raise
         _fresh_line()
-        unexpected = "" if isinstance(e, errors) else (
-            " (an unexpected error: rerun with --verbose for the traceback and report it)")
-        print(f"{command}: error: {one_line(e)}{unexpected}", file=sys.stderr, flush=True)
+        line = out_of_memory(e, memory_setting)
+        if line is None:
+            unexpected = "" if isinstance(e, errors) else (
+                " (an unexpected error: rerun with --verbose for the traceback and report it)")
+            line = f"{one_line(e)}{unexpected}"
+        print(f"{command}: error: {line}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 
 

@@ -21,6 +21,8 @@ Full disk: a write that fails with ENOSPC (or that the free space cannot hold, c
 writing) raises `DiskFullError` ("the disk is full ..."), after removing its temporary file; the
 last good state stays named by `latest.json`. h5py reports its failed clean-up of the half-written
 file on stderr; that noise is dropped (the error itself is raised once).
+`is_disk_full` and `disk_full_error` let other writers (handgrad-export) report a full disk the
+same way, with the free space.
 
 NaN/Inf (`NonFiniteGuard`): after every training step the loss is checked; on the first NaN or
 Inf, training stops, no checkpoint of that epoch is written (the last good one stays the one
@@ -109,6 +111,30 @@ def _disk_full(path, detail):
 
 def _size(n):
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def _free_bytes(path):
+    """Free bytes on the disk of `path` (of its nearest existing folder)."""
+    folder = Path(path).resolve()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def is_disk_full(error):
+    """Whether `error` is a write that failed for lack of space: an OSError ENOSPC / EDQUOT, or
+    TensorFlow's error for one (a ResourceExhaustedError carrying the OS's message, e.g. from
+    `tf.saved_model.save`)."""
+    if isinstance(error, OSError):
+        return error.errno in _FULL
+    return isinstance(error, tf.errors.OpError) and any(os.strerror(n) in str(error)
+                                                        for n in _FULL)
+
+
+def disk_full_error(path):
+    """The `DiskFullError` of a write of `path` that failed for lack of space, naming the free
+    space left."""
+    return _disk_full(path, f"no space left on the device ({_size(_free_bytes(path))} free)")
 
 
 def _check_free_space(path, needed):

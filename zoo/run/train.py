@@ -28,6 +28,8 @@ cannot be written is a warning).
 Nothing is written before the run is known to fit `model_dir` (`model_dir.check_can_train`): a
 folder of other files, or a run of another config or of another model / optimizer, is refused
 with a message naming both; config.json is (re)written only once the saved state has loaded.
+A second command into a model_dir in use is refused in one line naming the first
+(`locking.py`: an OS lock, released when its process ends, even by SIGKILL).
 
 The task (`registry.get_task(config)`, declared by its family's configs module) provides
 `build_model(config)`, `datasets(config, data_dir)` and
@@ -60,7 +62,7 @@ import keras
 import tensorflow as tf
 
 import handgrad.losses  # noqa: F401  (registers the losses for loading model.keras)
-from handgrad.zoo.run import cli, distribute, precise_bn, registry, resilience
+from handgrad.zoo.run import cli, distribute, locking, precise_bn, registry, resilience
 from handgrad.zoo.run import model_dir as model_dir_lib
 from handgrad.zoo.run.callbacks import EpochTimer, LogCounts
 
@@ -98,6 +100,13 @@ def train_and_evaluate(config, model_dir, data_dir=None, *, overrides=None, verb
     record = model_dir_lib.config_record(
         name, config, strategy=type(strategy).__name__, replicas=strategy.num_replicas_in_sync,
         mixed_precision=bool(mixed_precision), sync_batch_norm=bool(sync_batch_norm))
+    with locking.hold(model_dir, "handgrad-train", flag="--model_dir"):  # one run per folder
+        return _train_in(model_dir, record, config, data_dir, verbose, strategy,
+                         mixed_precision, sync_batch_norm)
+
+
+def _train_in(model_dir, record, config, data_dir, verbose, strategy, mixed_precision,
+              sync_batch_norm):
     model_dir_lib.check_can_train(model_dir, record, config)  # before anything is written
     task = registry.get_task(config)
     previous_policy = keras.config.dtype_policy()
@@ -197,7 +206,8 @@ def main(argv):
     backup = Path(f.model_dir) / "backup"
     with cli.one_line_errors("handgrad-train", f.verbose,
                              (resilience.NonFiniteLossError, ValueError, OSError),
-                             interrupted=lambda: resilience.resume_hint(backup)):
+                             interrupted=lambda: resilience.resume_hint(backup),
+                             memory_setting="--batch_size (training.batch_size)"):
         cli.no_extra_arguments(argv)
         overrides = {"training.epochs": f.epochs, "training.batch_size": f.batch_size,
                      "training.steps_per_epoch": f.steps,
