@@ -24,16 +24,14 @@ import tensorflow as tf
 
 import handgrad.layers
 from handgrad.losses.detection import detection_loss
-from handgrad.zoo.face import training
-from handgrad.zoo.face import backbones
+from handgrad.zoo.face import backbones, training
 from handgrad.zoo.face.configs import section
 from handgrad.zoo.face.retinanet import configs
 from handgrad.zoo.face.retinanet.anchors import Anchors
 from handgrad.zoo.face.retinanet.context import context_modules
 from handgrad.zoo.face.retinanet.heads import detection_heads, retinaface_heads
 from handgrad.zoo.face.retinanet.postprocess import postprocess
-from handgrad.zoo.face.retinanet.pyramid import (backbone_levels, feature_pyramid,
-                                                 retinaface_pyramid)
+from handgrad.zoo.face.retinanet.pyramid import backbone_levels, feature_pyramid, retinaface_pyramid
 
 _LAYERS = {"handgrad": handgrad.layers, "keras": keras.layers}
 _SECTIONS = {"model": configs.ModelConfig, "anchors": configs.AnchorConfig,
