@@ -2,10 +2,11 @@
 
 RetinaFace's pyramid up-samples an upper level to the size of the level below with a nearest
 resize (PyTorch `F.interpolate(size=...)`, TF's ResizeNearestNeighbor without half-pixel
-centres): output pixel d reads input pixel floor(d in / out). The levels have sizes ceil(side / 2^k), so out = 2 in or
-2 in - 1, and then floor(d in / out) = floor(d / 2) for every d < out (d in / out - d / 2 =
-d (2 in - out) / (2 out) lies in [0, 1/2)): the resize is exactly a x2 nearest up-sampling
-(`UpSampling2D`) followed by this crop of the last row / column when out is odd.
+centres): output pixel d reads input pixel floor(d in / out). The levels have sizes
+ceil(side / 2^k), so out = 2 in or 2 in - 1, and then floor(d in / out) = floor(d / 2) for every
+d < out (d in / out - d / 2 = d (2 in - out) / (2 out) lies in [0, 1/2), and d / 2 is a whole or
+a half number): the resize is exactly a x2 nearest up-sampling (`UpSampling2D`) followed by this
+crop of the last row / column when out is odd.
 
 Forward (top-left kept):
     X'[r, h, w, c] = X[r, h, w, c]           for h < H', w < W'
