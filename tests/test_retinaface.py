@@ -489,3 +489,11 @@ def test_pretrained_needs_the_network_it_was_trained_with(overrides):
                                          r"\['retinaface_mobilenet025', "
                                          r"'retinaface_mobilenetv2'\]"):
         registry.resolve_config("face_retinaface_mobilenet025", overrides)
+
+
+def test_build_model_starts_from_the_imported_weights(m025):
+    """The task's build_model loads `model.pretrained` (the fine-tuning starting point)."""
+    config = registry.get_config("face_retinaface_mobilenet025")
+    model = registry.get_task(config).build_model(config)
+    for ours, imported in zip(model.get_weights(), m025.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, imported)
