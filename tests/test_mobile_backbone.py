@@ -12,7 +12,7 @@ import tensorflow as tf
 from detector_twins import FLOAT64_BOUND, float64_policy, outputs_and_gradients
 
 from handgrad.zoo.face.backbones import BACKBONES, build_backbone, mobilenet
-from handgrad.zoo.face.retinanet import configs, pyramid
+from handgrad.zoo.face.retinanet import named_configs, pyramid
 from handgrad.zoo.face.retinanet.anchors import Anchors
 from handgrad.zoo.face.retinanet.heads import detection_heads
 from handgrad.zoo.face.retinanet.model import FaceDetector
@@ -85,8 +85,8 @@ def test_mobile_detector_matches_stock_keras_twin():
     gradient on some CPUs); measured <= 1e-13 of each gradient's scale, bound 1e-9."""
     keras.utils.set_random_seed(0)
     with float64_policy():
-        ours = FaceDetector(model=configs.mobile_model())
-        twin = FaceDetector(model=configs.mobile_model(), layers="keras")
+        ours = FaceDetector(model=named_configs.mobile_model())
+        twin = FaceDetector(model=named_configs.mobile_model(), layers="keras")
         assert isinstance(ours.network.get_layer("cls_head_conv1"), keras.layers.SeparableConv2D)
         twin.set_weights(ours.get_weights())
         images = tf.constant(np.random.default_rng(1).random((2, 128, 128, 3)))  # float64
@@ -111,12 +111,12 @@ def test_mobile_detector_parameter_count():
     laterals = sum(c * 64 + 64 for c in (64, 128, 256))  # 1x1 on C3, C4, C5
     pyramid = 3 * _separable(64, 64) + _separable(256, 64)  # P3-P5 outputs, P6 from C5
     heads = 4 * _separable(64, 64) + _separable(64, 3) + _separable(64, 12)  # A = 3 anchors
-    model = FaceDetector(model=configs.mobile_model())
+    model = FaceDetector(model=named_configs.mobile_model())
     assert model.count_params() == backbone + laterals + pyramid + heads == 301_439
 
 
 def test_mobile_detector_saves_and_reloads(tmp_path):
-    model = FaceDetector(model=configs.mobile_model(), anchors=dict(strides=(8, 16, 32)))
+    model = FaceDetector(model=named_configs.mobile_model(), anchors=dict(strides=(8, 16, 32)))
     images = np.random.default_rng(2).random((1, 64, 96, 3)).astype(np.float32)
     path = tmp_path / "mobile.keras"
     model.save(path)

