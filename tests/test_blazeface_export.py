@@ -214,3 +214,33 @@ def test_served_network_is_frozen_and_still_mediapipes(full_range_export, photo_
     grads = tape.gradient(loss, model.trainable_weights)
     assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0
                                                      for g in grads)
+
+
+SHAPE_MESSAGE = (r"images: expected uint8 \[batch, height, width, 3\] with height and width >= 1; "
+                 r"received shape\] \[{}\]")
+
+
+@pytest.mark.parametrize("shape", [(96, 128, 3), (1, 96, 128, 1), (1, 96, 128, 4),
+                                   (1, 96, 128, 3, 1), (1, 0, 128, 3)],
+                         ids=["no_batch_axis", "grey", "rgba", "rank_5", "zero_height"])
+def test_bad_image_shapes_are_refused_with_the_expected_shape(full_range_export, shape):
+    """A reloaded export checks its input in the graph, as the MNIST one does: the client reads
+    the shape it sent and the one expected, not a kernel's words ("input depth must be evenly
+    divisible by filter depth: 1 vs 3"); the process keeps serving."""
+    f = tf.saved_model.load(str(full_range_export)).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=SHAPE_MESSAGE.format(" ".join(map(str, shape)))):
+        f(images=tf.zeros(shape, tf.uint8))
+    assert int(f(images=tf.constant(skimage.data.astronaut()[None]))["num_detections"][0]) == 1
+
+
+def test_empty_batch_gets_empty_outputs(full_range_export):
+    """A batch of 0 images at either signature: every output with 0 rows and the export's shape
+    (100 detections, 6 keypoints), without running the network (which refuses an empty batch:
+    "input depth must be evenly divisible by filter depth: 3 vs 32")."""
+    loaded = tf.saved_model.load(str(full_range_export)).signatures
+    for out in (loaded["serving_default"](images=tf.zeros([0, 96, 128, 3], tf.uint8)),
+                loaded["image_bytes"](image_bytes=tf.constant([], tf.string))):
+        assert {k: tuple(v.shape) for k, v in out.items()} == {
+            "boxes": (0, 100, 4), "scores": (0, 100), "keypoints": (0, 100, 6, 2),
+            "num_detections": (0,)}
