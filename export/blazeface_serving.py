@@ -2,7 +2,9 @@
 the same signatures as the trained detectors (serving.FaceServing), no handgrad code needed to run.
 
     serving_default(images: uint8 [batch, height, width, 3])   any size (one size per batch)
-    image_bytes(image_bytes: string [batch])                     encoded JPEG / PNG / BMP / GIF
+    image_bytes(image_bytes: string [batch])                     encoded JPEG / PNG / BMP / GIF /
+                                                                 WebP, in the stored orientation
+                                                                 (the EXIF tag is ignored)
     -> boxes: float32 [batch, D, 4] `[ymin, xmin, ymax, xmax]` in the ORIGINAL image's pixels
        (clipped to it), scores: float32 [batch, D], num_detections: int32 [batch], and
        keypoints: float32 [batch, D, 6, 2] `(y, x)` original pixels (right eye, left eye, nose

@@ -185,7 +185,8 @@ class FaceServing(_TfliteFromVariables):
     def serve_bytes(self, image_bytes):
         def decode(data):
             # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
-            # BMP, WebP required." on bytes that are no image: the expected formats, named.
+            # BMP, WebP required." on bytes that are no image: the expected formats, named. It
+            # ignores the EXIF Orientation tag (stored pixels; export/README.md says so).
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             return self._prepare(image)
 

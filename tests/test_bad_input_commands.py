@@ -56,6 +56,8 @@ def folders(tiny_mnist_run, tmp_path_factory):
     export_model(run, root / "mnist_export")
     (root / "photos").mkdir()
     Image.new("RGB", (40, 30)).save(root / "photos" / "family.png")
+    (root / "results").mkdir()
+    (root / "results" / "family.png.txt").write_text("family\n0\n")  # a previous run's
     return root
 
 
@@ -114,14 +116,25 @@ def test_eval_prints_the_results_when_a_plot_cannot_be_written(folders, mnist_di
                          "--output_dir={photos}/out"],
      r"ValueError: --output_dir=.*photos/out is inside --images=.*photos: the results would be "
      r"written among the input images"),
+    ("handgrad-detect", ["--saved_model={mnist_export}", "--images={photos}/family.png",
+                         "--output_dir={photos}"],
+     r"ValueError: --output_dir=.*photos is inside --images=.*photos: the results would be "
+     r"written among the input images"),
+    ("handgrad-detect", ["--saved_model={mnist_export}", "--images={photos}",
+                         "--output_dir={results}"],
+     r"FileExistsError: --output_dir=.*results already holds 1 of the files this run would "
+     r"write \(family\.png\.txt\): refusing to overwrite them\. Pass --overwrite"),
 ], ids=["export_into_the_model_dir", "detect_with_an_mnist_export", "detect_missing_saved_model",
-        "detect_output_inside_images"])
+        "detect_output_inside_images", "detect_single_file_into_its_folder",
+        "detect_over_existing_results"])
 def test_export_and_detect_report_errors_in_one_line(folders, command, args, message):
-    paths = {name: folders / name for name in ("run", "mnist_export", "photos", "out", "nope")}
+    paths = {name: folders / name
+             for name in ("run", "mnist_export", "photos", "out", "nope", "results")}
     code, _, err = _run(command, [a.format(**paths) for a in args])
     assert code == 1 and re.match(rf"{command}: error: {message}",
                                   _error_line(command, err)), err[-3000:]
     assert sorted(p.name for p in (folders / "photos").iterdir()) == ["family.png"]
+    assert (folders / "results" / "family.png.txt").read_text() == "family\n0\n"
 
 
 def _train_args(model_dir, mnist_dir, *extra):

@@ -244,3 +244,45 @@ def test_empty_batch_gets_empty_outputs(full_range_export):
         assert {k: tuple(v.shape) for k, v in out.items()} == {
             "boxes": (0, 100, 4), "scores": (0, 100), "keypoints": (0, 100, 6, 2),
             "num_detections": (0,)}
+
+
+def _iou(a, b):
+    lo, hi = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = np.prod(np.maximum(hi - lo, 0))
+    return inter / (np.prod(np.subtract(a[2:], a[:2])) + np.prod(np.subtract(b[2:], b[:2]))
+                    - inter)
+
+
+def test_phone_photo_stored_sideways_is_detected_upright(full_range_export, tmp_path):
+    """A phone held sideways stores the astronaut turned 90 degrees with EXIF Orientation=6 (a
+    viewer turns it back clockwise): handgrad-detect finds the face at the box it finds in the
+    upright file, MediaPipe's box by eye (ASTRONAUT_FACE), and draws the PNG upright. The
+    `image_bytes` signature decodes in the graph, where the tag is ignored: it answers for the
+    stored, sideways pixels (export/README.md), exactly as `serving_default` does for them."""
+    from handgrad.export.detect import detect_images
+    from handgrad.pipelines.wider_format import read_result_file
+
+    upright = PIL.Image.fromarray(skimage.data.astronaut()[:, :400])  # 400 wide, 512 tall
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    upright.save(photos / "upright.jpg", quality=95)
+    upright.rotate(90, expand=True).save(photos / "phone.jpg", quality=95, exif=exif)
+    stored = PIL.Image.open(photos / "phone.jpg")
+    assert stored.size == (512, 400)  # sideways as stored; a viewer shows 400 x 512
+    assert detect_images(full_range_export, photos, out) == (2, 0)
+    (phone,), _ = read_result_file(out / "phone.jpg.txt")
+    (straight,), _ = read_result_file(out / "upright.jpg.txt")
+    np.testing.assert_allclose(phone, straight, atol=2)  # two JPEG encodings of one photo
+    assert _iou(phone, ASTRONAUT_FACE) > 0.7, phone
+    assert PIL.Image.open(out / "phone.jpg.png").size == (400, 512)
+
+    signatures = tf.saved_model.load(str(full_range_export)).signatures
+    raw = signatures["image_bytes"](image_bytes=tf.constant([(photos / "phone.jpg").read_bytes()]))
+    sideways = tf.io.decode_jpeg((photos / "phone.jpg").read_bytes(), channels=3)
+    assert sideways.shape == (400, 512, 3)
+    same = signatures["serving_default"](images=sideways[None])
+    n = int(same["num_detections"][0])
+    assert int(raw["num_detections"][0]) == n
+    np.testing.assert_allclose(raw["boxes"][0, :n], same["boxes"][0, :n], atol=1e-3)
