@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import pytest
 import skimage.data
 import tensorflow as tf
@@ -43,11 +44,17 @@ def photo_bytes():
             "camera": _png(skimage.data.camera())}
 
 
-def reference(data, variant, score_threshold=None):
-    """MediaPipe's detections of one encoded image in original pixels: TF's decoder, the
-    letterbox, LiteRT's network, NumPy decoding + weighted NMS, NumPy map back."""
+def reference(data, variant, score_threshold=None, decoder="tf"):
+    """MediaPipe's detections of one encoded image in original pixels: TF's decoder (the
+    `image_bytes` signature's) or Pillow's (handgrad-detect's: JPEG decoders differ by a few
+    levels, boxes by ~0.2 px), the letterbox, LiteRT's network, NumPy decoding + weighted NMS,
+    NumPy map back."""
     spec = get_variant(variant)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    if decoder == "tf":
+        image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    else:
+        image = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(data)))
+                           .convert("RGB"))
     h, w = image.shape[:2]
     side = max(h, w)
     x = letterbox(image[None] / 255.0, spec.input_size)[0].numpy()
@@ -114,7 +121,8 @@ def _run(*args):
 
 def test_export_and_detect_commands_on_a_folder(tmp_path, photo_bytes):
     """handgrad-export --pretrained (a threshold fixed at export) then handgrad-detect: the result
-    files hold MediaPipe's detections at that threshold, in WIDER `x y w h score` lines."""
+    files hold MediaPipe's detections at that threshold, in WIDER `x y w h score` lines, of the
+    photos as Pillow decodes them (detect reads them upright with Pillow)."""
     refused = _run("handgrad-export", "--pretrained=blazeface_short_range",
                    f"--model_dir={tmp_path}", f"--export_dir={tmp_path / 'x'}")
     assert refused.returncode != 0 and "exactly one of --model_dir" in refused.stderr
@@ -131,7 +139,8 @@ def test_export_and_detect_commands_on_a_folder(tmp_path, photo_bytes):
     for name, data in photo_bytes.items():
         # results are named after the image, with or without its extension (detect.py)
         txt = next(results.rglob(f"{name}*.txt")).read_text().split("\n")
-        boxes, keypoints, scores = reference(data, "short_range", score_threshold=0.3)
+        boxes, keypoints, scores = reference(data, "short_range", score_threshold=0.3,
+                                             decoder="pillow")
         assert int(txt[1]) == len(scores), name
         rows = np.array([[float(v) for v in line.split()] for line in txt[2:2 + len(scores)]])
         xywh = np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
