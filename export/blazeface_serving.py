@@ -2,7 +2,9 @@
 the same signatures as the trained detectors (serving.FaceServing), no handgrad code needed to run.
 
     serving_default(images: uint8 [batch, height, width, 3])   any size (one size per batch)
-    image_bytes(image_bytes: string [batch])                     encoded JPEG / PNG / BMP / GIF
+    image_bytes(image_bytes: string [batch])                     encoded JPEG / PNG / BMP / GIF /
+                                                                 WebP, in the stored orientation
+                                                                 (the EXIF tag is ignored)
     -> boxes: float32 [batch, D, 4] `[ymin, xmin, ymax, xmax]` in the ORIGINAL image's pixels
        (clipped to it), scores: float32 [batch, D], num_detections: int32 [batch], and
        keypoints: float32 [batch, D, 6, 2] `(y, x)` original pixels (right eye, left eye, nose
@@ -31,7 +33,7 @@ side needs a crop or tiles.
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from handgrad.export.serving import _track_variables, serves
+from handgrad.export.serving import _track_variables, checked_face_images, serves
 from handgrad.zoo.face.blazeface.inference import detect_faces
 from handgrad.zoo.face.blazeface.variants import NUM_KEYPOINTS, get_variant
 
@@ -130,16 +132,24 @@ class BlazeFaceServing(tf.Module):
 
     def _detect(self, images):
         """uint8 (B, H, W, 3) -> the four outputs, original pixels (the letterbox reads uint8
-        itself: the full-size photo is not converted to float first)."""
-        out = detect_faces(self.network, images, self.spec, **self._post)
-        return {"boxes": out["boxes"], "scores": out["scores"], "keypoints": out["keypoints"],
-                "num_detections": tf.cast(out["num_detections"], tf.int32)}
+        itself: the full-size photo is not converted to float first); a batch of 0 gets empty
+        outputs without running the network."""
+        def run():
+            out = detect_faces(self.network, images, self.spec, **self._post)
+            return {"boxes": out["boxes"], "scores": out["scores"], "keypoints": out["keypoints"],
+                    "num_detections": tf.cast(out["num_detections"], tf.int32)}
+
+        def empty():  # the network's first depthwise convolution refuses a batch of 0
+            d = self._post["max_detections"]
+            return {"boxes": tf.zeros([0, d, 4]), "scores": tf.zeros([0, d]),
+                    "keypoints": tf.zeros([0, d, NUM_KEYPOINTS, 2]),
+                    "num_detections": tf.zeros([0], tf.int32)}
+
+        return tf.cond(tf.shape(images)[0] > 0, run, empty)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
-        tf.debugging.assert_positive(tf.shape(images)[1:3],
-                                     message="images: height and width must be >= 1")
-        return self._detect(images)
+        return self._detect(checked_face_images(images))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(self, image_bytes):

@@ -2,24 +2,48 @@
 and annotated PNGs. Needs only TensorFlow to run the model (the SavedModel holds the whole graph).
 
     handgrad-detect --saved_model=exports/face --images=photos/ --output_dir=detections/
+        (exports/face: the folder handgrad-export writes versions into; its highest version is
+        used, as TF Serving does, or name one: --saved_model=exports/face/2)
 
-Every image below `--images` (JPEG, PNG, BMP or GIF; a folder is searched recursively) gets its
-own results, at its path relative to `--images` with its extension kept, so `a.jpg` and `a.png`,
-or `2019/party/img1.jpg` and `2020/party/img1.jpg`, never share a result:
+Which images: `--images` is one image file, or a folder searched recursively for every file with
+an extension of a format Pillow decodes (JPEG, PNG, GIF, BMP, TIFF, WebP, ICO, PPM, ...:
+`pipelines.images.readable_extensions`); the other files are named in one warning and not
+counted. Each photo is read as a viewer shows it (`pipelines.images.read_image_upright`: the EXIF
+Orientation tag applied) and its pixels go through the export's `serving_default` signature, so
+a phone photo stored sideways is detected upright and its boxes are in the upright pixels (the
+`image_bytes` signature decodes in the graph, where the tag is ignored). An animated image gives
+its first frame, with a warning naming it.
+
+Every image gets its own results, at its path relative to `--images` (a single file: relative to
+its folder) with its extension kept, so `a.jpg` and `a.png`, or `2019/party/img1.jpg` and
+`2020/party/img1.jpg`, never share a result:
     output_dir/<relative path>.txt   WIDER result format: name, count, `x y w h score` lines
     output_dir/<relative path>.png   the image with its boxes and scores drawn (`--draw`), and
                                      the keypoints of exports that return them (BlazeFace: eyes,
                                      nose tip, mouth, ear tragions) as red dots
 e.g. `photos/party/img1.jpg` -> `detections/party/img1.jpg.txt` and `.../img1.jpg.png`.
-An output_dir that is the `--images` folder or lies inside it is refused before anything is
-written: results would land among the inputs (and be read as inputs by the next run). Images
-that cannot be decoded are reported and skipped; the last line, `images=N skipped=M
-output_dir=...`, counts the result files written (N) and the skipped images (M). A PNG that cannot
-be written is a warning; its result file is kept. Errors are one `handgrad-detect: error: ...`
-line (exit status 1; `--verbose` shows the traceback).
+
+Nothing a user owns is overwritten or polluted: an output_dir that is the images folder (a single
+file's folder counts as one) or lies inside it is refused before anything is written (results
+would land among the inputs, and be read as inputs by the next run); so is an output_dir already
+holding any of the files this run would write, unless `--overwrite` (then they are replaced).
+Every result file and PNG is written to a temporary file in its folder and renamed, so none is
+ever left half-written; a full disk stops the run with one line naming the file and the free
+space (the results written before it are complete).
+
+Skipped and counted: an image that cannot be read, with the reason (empty file, unknown image
+format, permission denied, truncated, a broken symbolic link, ...), and an image whose name holds
+a line break (the WIDER format's first line is the name). The last line, `images=N skipped=M
+output_dir=...`, counts the result files written (N) and the skipped images (M). A PNG that
+cannot be written (other than for a full disk) is a warning; its result file is kept. Errors are
+one `handgrad-detect: error: ...` line (exit status 1; `--verbose` shows the traceback).
 """
 
+import errno
 import logging
+import os
+import shutil
+from collections import Counter
 from pathlib import Path
 
 import tensorflow as tf
@@ -27,32 +51,65 @@ from absl import app, flags
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from handgrad.export import versions
 from handgrad.pipelines.boxes import yxyx_to_xywh
+from handgrad.pipelines.images import UnreadableImageError, read_image_upright, readable_extensions
 from handgrad.zoo.run import cli
+from handgrad.zoo.run.resilience import DiskFullError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
-SIGNATURE = "image_bytes"
+SIGNATURE = "image_bytes"  # what marks a face-detector export (detect runs serving_default)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def shown(path):
+    """`path` for a one-line message: as it is, or escaped (`ascii`) when it holds a line break
+    or other unprintable characters (undecodable bytes of a file name)."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
 
 
 def list_images(path):
-    """`(root, files)`: a file (root: its folder), or every image file below a folder (sorted)."""
+    """`(root, files)`: a file (root: its folder), or every file below a folder whose extension
+    is one of `readable_extensions()` (sorted; broken symbolic links included, to be reported).
+    Files of other extensions are named in one warning."""
     path = Path(path)
     if path.is_file():
         return path.parent, [path]
     if not path.is_dir():
         raise FileNotFoundError(f"--images={path} is neither an image file nor a folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    extensions = readable_extensions()
+    files, others = [], Counter()
+
+    def unlisted(error):
+        logging.warning("could not list %s (%s): its images are not processed",
+                        shown(error.filename), error.strerror)
+
+    for folder, _, names in os.walk(path, onerror=unlisted):
+        for name in names:
+            suffix = Path(name).suffix.lower()
+            if suffix in extensions:
+                files.append(Path(folder) / name)
+            else:
+                others[suffix or "(no extension)"] += 1
+    if others:
+        logging.warning("not read: %d file(s) below --images=%s with an extension of no image "
+                        "format Pillow decodes (%s)", sum(others.values()), shown(path),
+                        ", ".join(f"{n} x {s}" for s, n in sorted(others.items())))
     if not files:
-        raise FileNotFoundError(f"--images={path}: no {sorted(IMAGE_SUFFIXES)} files below it")
-    return path, files
+        raise FileNotFoundError(f"--images={path}: no image files below it (extensions of the "
+                                "formats Pillow decodes: .bmp, .gif, .jpeg, .jpg, .png, .tif, "
+                                ".tiff, .webp, ...)")
+    return path, sorted(files)
 
 
 def check_output_dir(images, output_dir):
-    """Refuses an output_dir that is the --images folder or inside it (ValueError)."""
+    """Refuses an output_dir that is the images folder or inside it (ValueError); the images
+    folder of a single file is the file's folder."""
     images, out = Path(images).resolve(), Path(output_dir).resolve()
-    if images.is_dir() and (out == images or images in out.parents):
+    folder = images if images.is_dir() else images.parent
+    if out == folder or folder in out.parents:
         raise ValueError(
-            f"--output_dir={output_dir} is inside --images={images}: the results would be "
+            f"--output_dir={output_dir} is inside --images={folder}: the results would be "
             "written among the input images (and read as inputs by the next run). Choose an "
             "output_dir outside the images folder.")
 
@@ -63,76 +120,163 @@ def output_path(root, image, output_dir, suffix):
     return Path(output_dir) / relative.parent / f"{relative.name}{suffix}"
 
 
-def write_result_file(dest, name, boxes, scores):
-    """One image's detections in the WIDER result format (see `pipelines.wider_format`)."""
+def check_nothing_overwritten(outputs, output_dir):
+    """Refuses (FileExistsError) when any of `outputs` is an existing file: a previous run's
+    results, or a user's file of the same name. A folder in the way is not refused here: its
+    write fails later, as a warning for a PNG."""
+    existing = [p for p in outputs if p.is_file() or p.is_symlink()]
+    if existing:
+        names = ", ".join(shown(p.relative_to(output_dir)) for p in existing[:3])
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise FileExistsError(
+            f"--output_dir={output_dir} already holds {len(existing)} of the files this run "
+            f"would write ({names}{more}): refusing to overwrite them. Pass --overwrite to "
+            "replace them, or choose another --output_dir.")
+
+
+def _size(n):
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else (
+        f"{n / 1e3:.0f} kB")
+
+
+def write_atomically(dest, write, overwrite=False):
+    """Calls `write(tmp)` for a temporary file beside `dest`, flushes it to disk and renames it
+    to `dest`: `dest` is complete or absent, never partial. Without `overwrite` an existing file
+    at `dest` (one that appeared since the run's check) is an error.
+
+    Raises DiskFullError naming `dest` and the free space when the disk is full (the temporary
+    file removed)."""
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if not overwrite and (dest.is_file() or dest.is_symlink()):
+            raise FileExistsError(f"{dest} appeared during the run: refusing to overwrite it")
+        os.replace(tmp, dest)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _FULL:
+            free = _size(shutil.disk_usage(dest.parent if dest.parent.is_dir()
+                                           else Path(dest.anchor)).free)
+            raise DiskFullError(errno.ENOSPC, f"the disk is full: {free} free while writing "
+                                              f"{shown(dest)} (nothing of it is left)") from None
+        raise
+
+
+def write_result_file(dest, name, boxes, scores, overwrite=False):
+    """One image's detections in the WIDER result format (see `pipelines.wider_format`); a name
+    of undecodable bytes is written as those bytes."""
     lines = [name, str(len(boxes))]
     for (x, y, w, h), s in zip(yxyx_to_xywh(boxes), scores, strict=True):
         lines.append(f"{x:.3f} {y:.3f} {w:.3f} {h:.3f} {s:.6f}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text("\n".join(lines) + "\n")
+    data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    write_atomically(dest, lambda tmp: tmp.write_bytes(data), overwrite)
 
 
 KEYPOINT_COLOUR = (255, 0, 0)
 
 
-def draw(image_path, boxes, scores, png_path, keypoints=None):
-    """Saves the image with `[ymin, xmin, ymax, xmax]` pixel boxes and their scores drawn, and
-    `keypoints` `(D, K, 2)` `(y, x)` pixels (optional) as dots of radius 2."""
-    image = Image.open(image_path).convert("RGB")
+def draw(pixels, boxes, scores, png_path, keypoints=None, overwrite=False):
+    """Saves the image `pixels` (H, W, 3) uint8 with `[ymin, xmin, ymax, xmax]` pixel boxes and
+    their scores drawn, and `keypoints` `(D, K, 2)` `(y, x)` pixels (optional) as dots of
+    radius 2 (written atomically, `write_atomically`)."""
+    image = Image.fromarray(pixels)
     canvas = ImageDraw.Draw(image)
     for (y0, x0, y1, x1), score in zip(boxes, scores):
         canvas.rectangle([x0, y0, x1, y1], outline=(0, 255, 0), width=2)
         canvas.text((x0 + 2, max(y0 - 12, 0)), f"{score:.2f}", fill=(0, 255, 0))
     for y, x in [] if keypoints is None else keypoints.reshape(-1, 2):
         canvas.ellipse([x - 2, y - 2, x + 2, y + 2], fill=KEYPOINT_COLOUR)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(png_path, format="PNG")
+    write_atomically(png_path, lambda tmp: image.save(tmp, format="PNG"), overwrite)
 
 
 def load_detector(saved_model):
-    """The `image_bytes` signature of a face-detector export; errors name the folder."""
-    saved_model = Path(saved_model)
+    """The `serving_default` signature (uint8 pixels) of a face-detector export, recognised by
+    its `image_bytes` signature; errors name the folder. `saved_model` is a version folder, or
+    an export folder of versions (its highest, the one TF Serving serves, is used)."""
+    given, saved_model = Path(saved_model), versions.saved_model_path(saved_model)
+    if saved_model != given:
+        logging.info("using version %s of %s", saved_model.name, given)
     if not (saved_model / "saved_model.pb").is_file():
         raise FileNotFoundError(f"--saved_model={saved_model}: no saved_model.pb there; expected "
                                 "a folder written by handgrad-export")
     signatures = tf.saved_model.load(str(saved_model)).signatures
-    if SIGNATURE not in signatures:
+    if SIGNATURE not in signatures or "serving_default" not in signatures:
         raise ValueError(
             f"--saved_model={saved_model} has no {SIGNATURE!r} signature (it has: "
             f"{', '.join(sorted(signatures)) or 'none'}): it is not a face-detector export. "
             "Export a face model_dir with handgrad-export.")
-    return signatures[SIGNATURE]
+    return signatures["serving_default"]
 
 
-def detect_images(saved_model, images, output_dir, draw_boxes=True):
-    """Runs the SavedModel's `image_bytes` signature on each image; returns (done, skipped).
+def _tf_reason(error):
+    """The line of a TF error that says what went wrong (not "Graph execution error:")."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    said = [line for line in lines if line and not line.startswith(
+        ("Graph execution error", "Detected at", "<stack", "[[", "defined at"))]
+    return (said or lines or [type(error).__name__])[0]
 
-    `done` is the number of result files written (one per decoded image, see the module
-    docstring for their names)."""
+
+def _read(path):
+    """(pixels, None), or (None, the reason to skip `path`)."""
+    if len(f"{path.name}x".splitlines()) > 1:
+        return None, ("its name holds a line break, which the WIDER result format cannot hold "
+                      "(the name is its first line): rename the file")
+    try:
+        return read_image_upright(path), None
+    except UnreadableImageError as e:
+        return None, e.reason
+
+
+def detect_images(saved_model, images, output_dir, draw_boxes=True, overwrite=False):
+    """Runs the SavedModel on each image (upright pixels, `serving_default`); returns (done,
+    skipped).
+
+    `done` is the number of result files written (one per readable image, see the module
+    docstring for their names); `skipped` the images that could not be read or named."""
     check_output_dir(images, output_dir)
     root, files = list_images(images)
-    detect = load_detector(saved_model)
     output_dir = Path(output_dir)
+    suffixes = (".txt", ".png") if draw_boxes else (".txt",)
+    if not overwrite:
+        check_nothing_overwritten(
+            [output_path(root, f, output_dir, s) for f in files for s in suffixes], output_dir)
+    detect = load_detector(saved_model)
     output_dir.mkdir(parents=True, exist_ok=True)
     done, skipped = 0, 0
     for path in tqdm(files, desc="detect", unit="img"):
-        try:
-            out = detect(image_bytes=tf.constant([path.read_bytes()]))
-        except tf.errors.InvalidArgumentError as e:
-            logging.warning("skipped %s: %s", path, e.message.splitlines()[0])
+        pixels, reason = _read(path)
+        if pixels is not None:
+            try:
+                out = detect(images=tf.constant(pixels[None]))
+            except tf.errors.InvalidArgumentError as e:
+                reason = _tf_reason(e)
+        if reason is not None:
+            logging.warning("skipped %s: %s", shown(path), reason)
             skipped += 1
             continue
         n = int(out["num_detections"][0])
         boxes, scores = out["boxes"][0, :n].numpy(), out["scores"][0, :n].numpy()
         keypoints = out["keypoints"][0, :n].numpy() if "keypoints" in out else None
-        write_result_file(output_path(root, path, output_dir, ".txt"), path.name, boxes, scores)
-        done += 1
-        if draw_boxes:
-            png = output_path(root, path, output_dir, ".png")
-            try:
-                draw(path, boxes, scores, png, keypoints)
-            except OSError as e:  # PIL's decode errors are OSErrors too
-                logging.warning("could not write %s (%s); its result file is written", png, e)
+        try:
+            write_result_file(output_path(root, path, output_dir, ".txt"), path.name, boxes,
+                              scores, overwrite)
+            done += 1
+            if draw_boxes:
+                png = output_path(root, path, output_dir, ".png")
+                try:
+                    draw(pixels, boxes, scores, png, keypoints, overwrite)
+                except DiskFullError:
+                    raise
+                except OSError as e:
+                    logging.warning("could not write %s (%s); its result file is written",
+                                    shown(png), e)
+        except DiskFullError as e:
+            raise DiskFullError(errno.ENOSPC, f"{e.strerror}. The {done} result file(s) "
+                                f"written before it in {output_dir} are complete; free some "
+                                "space and rerun with --overwrite.") from None
     return done, skipped
 
 
@@ -145,6 +289,8 @@ def _define_flags():
     flags.DEFINE_string("output_dir", None, "Where to write results and PNGs (not inside "
                         "--images).", required=True)
     flags.DEFINE_bool("draw", True, "Write annotated PNGs.")
+    flags.DEFINE_bool("overwrite", False, "Replace result files and PNGs that --output_dir "
+                      "already holds (without it, the run is refused).")
     cli.define_verbose()
 
 
@@ -152,7 +298,7 @@ def main(argv):
     with cli.one_line_errors("handgrad-detect", FLAGS.verbose):
         cli.no_extra_arguments(argv)
         done, skipped = detect_images(FLAGS.saved_model, FLAGS.images, FLAGS.output_dir,
-                                      FLAGS.draw)
+                                      FLAGS.draw, FLAGS.overwrite)
         print(f"images={done} skipped={skipped} output_dir={FLAGS.output_dir}")
 
 
@@ -161,7 +307,8 @@ def run():
     app.run(main)
 
 
-__all__ = ["check_output_dir", "detect_images", "draw", "list_images", "output_path"]
+__all__ = ["check_nothing_overwritten", "check_output_dir", "detect_images", "draw",
+           "list_images", "output_path", "write_atomically"]
 
 
 if __name__ == "__main__":

@@ -91,6 +91,24 @@ class MnistServing(_TfliteFromVariables):
         return {"serving_default": self.serve}
 
 
+def checked_face_images(images):
+    """The `images` of a face signature once their shape is checked in the graph, so that a
+    client (TF Serving, saved_model_cli) reads what was expected instead of a failing kernel's
+    words: uint8 `[batch, height, width, 3]`, height and width >= 1, batch >= 0. The signature's
+    spec says so too, but a reloaded SavedModel feeds any shape through it, and TF's graph
+    optimiser folds `tf.rank` to the spec's 4: the rank is counted from the shape's values."""
+    shape = tf.shape(images)
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)  # safe to index past the rank
+    rank = tf.math.count_nonzero(shape >= 0, dtype=tf.int32)  # not folded to the spec's 4
+    ok = tf.reduce_all(tf.stack([
+        tf.equal(rank, 4), tf.equal(padded[3], 3), padded[1] >= 1, padded[2] >= 1]))
+    check = tf.debugging.Assert(ok, [
+        "images: expected uint8 [batch, height, width, 3] with height and width >= 1; received "
+        "shape", shape], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
 class FaceServing(_TfliteFromVariables):
     """Wraps a `FaceDetector` with fixed post-processing thresholds and any-size image input.
 
@@ -159,10 +177,8 @@ class FaceServing(_TfliteFromVariables):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
-        tf.debugging.assert_positive(tf.shape(images)[1:3],
-                                     message="images: height and width must be >= 1")
         x, scales, sizes = tf.map_fn(
-            self._prepare, images,
+            self._prepare, checked_face_images(images),
             fn_output_signature=(tf.float32, tf.TensorSpec([2], tf.float32),
                                  tf.TensorSpec([2], tf.float32)))
         return self._detect(x, scales, sizes)
@@ -171,7 +187,8 @@ class FaceServing(_TfliteFromVariables):
     def serve_bytes(self, image_bytes):
         def decode(data):
             # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
-            # BMP, WebP required." on bytes that are no image: the expected formats, named.
+            # BMP, WebP required." on bytes that are no image: the expected formats, named. It
+            # ignores the EXIF Orientation tag (stored pixels; export/README.md says so).
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             return self._prepare(image)
 

@@ -56,6 +56,8 @@ def folders(tiny_mnist_run, tmp_path_factory):
     export_model(run, root / "mnist_export")  # version 1: mnist_export/1
     (root / "photos").mkdir()
     Image.new("RGB", (40, 30)).save(root / "photos" / "family.png")
+    (root / "results").mkdir()
+    (root / "results" / "family.png.txt").write_text("family\n0\n")  # a previous run's
     return root
 
 
@@ -123,16 +125,27 @@ def test_eval_prints_the_results_when_a_plot_cannot_be_written(folders, mnist_di
      r"ValueError: --score_threshold must be in \[0, 1\): scores are probabilities below 1"),
     ("handgrad-export", ["--model_dir={run}", "--iou_threshold=0", "--export_dir={out}"],
      r"ValueError: --iou_threshold must be in \(0, 1\]: at 0 the NMS drops every box"),
+    ("handgrad-detect", ["--saved_model={mnist_export}", "--images={photos}/family.png",
+                         "--output_dir={photos}"],
+     r"ValueError: --output_dir=.*photos is inside --images=.*photos: the results would be "
+     r"written among the input images"),
+    ("handgrad-detect", ["--saved_model={mnist_export}", "--images={photos}",
+                         "--output_dir={results}"],
+     r"FileExistsError: --output_dir=.*results already holds 1 of the files this run would "
+     r"write \(family\.png\.txt\): refusing to overwrite them\. Pass --overwrite"),
 ], ids=["export_into_the_model_dir", "detect_with_an_mnist_export", "detect_missing_saved_model",
         "detect_output_inside_images", "export_pretrained_with_input_size",
-        "export_score_threshold_1", "export_iou_threshold_0"])
+        "export_score_threshold_1", "export_iou_threshold_0", "detect_single_file_into_its_folder",
+        "detect_over_existing_results"])
 def test_export_and_detect_report_errors_in_one_line(folders, command, args, message):
-    paths = {name: folders / name for name in ("run", "mnist_export", "photos", "out", "nope")}
+    paths = {name: folders / name
+             for name in ("run", "mnist_export", "photos", "out", "nope", "results")}
     code, _, err = _run(command, [a.format(**paths) for a in args])
     assert code == 1 and re.match(rf"{command}: error: {message}",
                                   _error_line(command, err)), err[-3000:]
     assert sorted(p.name for p in (folders / "photos").iterdir()) == ["family.png"]
     assert not (folders / "out").exists()  # nothing exported or detected
+    assert (folders / "results" / "family.png.txt").read_text() == "family\n0\n"
 
 
 def _train_args(model_dir, mnist_dir, *extra):

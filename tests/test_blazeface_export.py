@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import pytest
 import skimage.data
 import tensorflow as tf
@@ -43,11 +44,17 @@ def photo_bytes():
             "camera": _png(skimage.data.camera())}
 
 
-def reference(data, variant, score_threshold=None):
-    """MediaPipe's detections of one encoded image in original pixels: TF's decoder, the
-    letterbox, LiteRT's network, NumPy decoding + weighted NMS, NumPy map back."""
+def reference(data, variant, score_threshold=None, decoder="tf"):
+    """MediaPipe's detections of one encoded image in original pixels: TF's decoder (the
+    `image_bytes` signature's) or Pillow's (handgrad-detect's: JPEG decoders differ by a few
+    levels, boxes by ~0.2 px), the letterbox, LiteRT's network, NumPy decoding + weighted NMS,
+    NumPy map back."""
     spec = get_variant(variant)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    if decoder == "tf":
+        image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    else:
+        image = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(data)))
+                           .convert("RGB"))
     h, w = image.shape[:2]
     side = max(h, w)
     x = letterbox(image[None] / 255.0, spec.input_size)[0].numpy()
@@ -114,7 +121,8 @@ def _run(*args):
 
 def test_export_and_detect_commands_on_a_folder(tmp_path, photo_bytes):
     """handgrad-export --pretrained (a threshold fixed at export) then handgrad-detect: the result
-    files hold MediaPipe's detections at that threshold, in WIDER `x y w h score` lines."""
+    files hold MediaPipe's detections at that threshold, in WIDER `x y w h score` lines, of the
+    photos as Pillow decodes them (detect reads them upright with Pillow)."""
     refused = _run("handgrad-export", "--pretrained=blazeface_short_range",
                    f"--model_dir={tmp_path}", f"--export_dir={tmp_path / 'x'}")
     assert refused.returncode != 0 and "exactly one of --model_dir" in refused.stderr
@@ -131,7 +139,8 @@ def test_export_and_detect_commands_on_a_folder(tmp_path, photo_bytes):
     for name, data in photo_bytes.items():
         # results are named after the image, with or without its extension (detect.py)
         txt = next(results.rglob(f"{name}*.txt")).read_text().split("\n")
-        boxes, keypoints, scores = reference(data, "short_range", score_threshold=0.3)
+        boxes, keypoints, scores = reference(data, "short_range", score_threshold=0.3,
+                                             decoder="pillow")
         assert int(txt[1]) == len(scores), name
         rows = np.array([[float(v) for v in line.split()] for line in txt[2:2 + len(scores)]])
         xywh = np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1],
@@ -214,3 +223,75 @@ def test_served_network_is_frozen_and_still_mediapipes(full_range_export, photo_
     grads = tape.gradient(loss, model.trainable_weights)
     assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0
                                                      for g in grads)
+
+
+SHAPE_MESSAGE = (r"images: expected uint8 \[batch, height, width, 3\] with height and width >= 1; "
+                 r"received shape\] \[{}\]")
+
+
+@pytest.mark.parametrize("shape", [(96, 128, 3), (1, 96, 128, 1), (1, 96, 128, 4),
+                                   (1, 96, 128, 3, 1), (1, 0, 128, 3)],
+                         ids=["no_batch_axis", "grey", "rgba", "rank_5", "zero_height"])
+def test_bad_image_shapes_are_refused_with_the_expected_shape(full_range_export, shape):
+    """A reloaded export checks its input in the graph, as the MNIST one does: the client reads
+    the shape it sent and the one expected, not a kernel's words ("input depth must be evenly
+    divisible by filter depth: 1 vs 3"); the process keeps serving."""
+    f = tf.saved_model.load(str(full_range_export)).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=SHAPE_MESSAGE.format(" ".join(map(str, shape)))):
+        f(images=tf.zeros(shape, tf.uint8))
+    assert int(f(images=tf.constant(skimage.data.astronaut()[None]))["num_detections"][0]) == 1
+
+
+def test_empty_batch_gets_empty_outputs(full_range_export):
+    """A batch of 0 images at either signature: every output with 0 rows and the export's shape
+    (100 detections, 6 keypoints), without running the network (which refuses an empty batch:
+    "input depth must be evenly divisible by filter depth: 3 vs 32")."""
+    loaded = tf.saved_model.load(str(full_range_export)).signatures
+    for out in (loaded["serving_default"](images=tf.zeros([0, 96, 128, 3], tf.uint8)),
+                loaded["image_bytes"](image_bytes=tf.constant([], tf.string))):
+        assert {k: tuple(v.shape) for k, v in out.items()} == {
+            "boxes": (0, 100, 4), "scores": (0, 100), "keypoints": (0, 100, 6, 2),
+            "num_detections": (0,)}
+
+
+def _iou(a, b):
+    lo, hi = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = np.prod(np.maximum(hi - lo, 0))
+    return inter / (np.prod(np.subtract(a[2:], a[:2])) + np.prod(np.subtract(b[2:], b[:2]))
+                    - inter)
+
+
+def test_phone_photo_stored_sideways_is_detected_upright(full_range_export, tmp_path):
+    """A phone held sideways stores the astronaut turned 90 degrees with EXIF Orientation=6 (a
+    viewer turns it back clockwise): handgrad-detect finds the face at the box it finds in the
+    upright file, MediaPipe's box by eye (ASTRONAUT_FACE), and draws the PNG upright. The
+    `image_bytes` signature decodes in the graph, where the tag is ignored: it answers for the
+    stored, sideways pixels (export/README.md), exactly as `serving_default` does for them."""
+    from handgrad.export.detect import detect_images
+    from handgrad.pipelines.wider_format import read_result_file
+
+    upright = PIL.Image.fromarray(skimage.data.astronaut()[:, :400])  # 400 wide, 512 tall
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    upright.save(photos / "upright.jpg", quality=95)
+    upright.rotate(90, expand=True).save(photos / "phone.jpg", quality=95, exif=exif)
+    stored = PIL.Image.open(photos / "phone.jpg")
+    assert stored.size == (512, 400)  # sideways as stored; a viewer shows 400 x 512
+    assert detect_images(full_range_export, photos, out) == (2, 0)
+    (phone,), _ = read_result_file(out / "phone.jpg.txt")
+    (straight,), _ = read_result_file(out / "upright.jpg.txt")
+    np.testing.assert_allclose(phone, straight, atol=2)  # two JPEG encodings of one photo
+    assert _iou(phone, ASTRONAUT_FACE) > 0.7, phone
+    assert PIL.Image.open(out / "phone.jpg.png").size == (400, 512)
+
+    signatures = tf.saved_model.load(str(full_range_export)).signatures
+    raw = signatures["image_bytes"](image_bytes=tf.constant([(photos / "phone.jpg").read_bytes()]))
+    sideways = tf.io.decode_jpeg((photos / "phone.jpg").read_bytes(), channels=3)
+    assert sideways.shape == (400, 512, 3)
+    same = signatures["serving_default"](images=sideways[None])
+    n = int(same["num_detections"][0])
+    assert int(raw["num_detections"][0]) == n
+    np.testing.assert_allclose(raw["boxes"][0, :n], same["boxes"][0, :n], atol=1e-3)

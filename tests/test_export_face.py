@@ -107,14 +107,24 @@ def test_grey_png_is_served_as_rgb(loaded):
     np.testing.assert_allclose(out["boxes"][0, 0].numpy(), box, atol=w / INPUT_SIZE + 1)
 
 
+SHAPE = (r"images: expected uint8 \[batch, height, width, 3\] with height and width >= 1; "
+         r"received shape\] \[{}\]")
+
+
 @pytest.mark.parametrize(
     "signature, kwargs, message",
     [("serving_default", {"images": np.zeros((1, 64, 64, 3), np.float32)}, "uint8"),
-     ("serving_default", {"images": np.zeros((64, 64, 3), np.uint8)}, "shape"),
-     ("serving_default", {"images": np.zeros((1, 64, 64, 4), np.uint8)}, "shape"),
+     ("serving_default", {"images": np.zeros((64, 64, 3), np.uint8)}, SHAPE.format("64 64 3")),
+     ("serving_default", {"images": np.zeros((1, 64, 64, 4), np.uint8)},
+      SHAPE.format("1 64 64 4")),
+     ("serving_default", {"images": np.zeros((1, 64, 64, 1), np.uint8)},
+      SHAPE.format("1 64 64 1")),
+     ("serving_default", {"images": np.zeros((1, 64, 64, 3, 1), np.uint8)},
+      SHAPE.format("1 64 64 3 1")),
      ("image_bytes", {"image_bytes": np.array([b"not an image"])},
       "Unknown image file format. One of JPEG, .*PNG, GIF, BMP.* required")],
-    ids=["float_images", "no_batch_axis", "four_channels", "undecodable_bytes"])
+    ids=["float_images", "no_batch_axis", "four_channels", "grey", "rank_5",
+         "undecodable_bytes"])
 def test_bad_input_is_refused_with_a_message(loaded, signature, kwargs, message):
     f = loaded.signatures[signature]
     with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match=message):
@@ -122,6 +132,14 @@ def test_bad_input_is_refused_with_a_message(loaded, signature, kwargs, message)
     h, w, box = CASES["small_90x70"]
     ok = loaded.signatures["serving_default"](images=tf.constant(_image(h, w, box)[None]))
     assert int(ok["num_detections"][0]) == 1  # the process still serves
+
+
+def test_empty_batch_through_the_reloaded_export(loaded):
+    """A batch of 0 at either signature of a reloaded export: empty outputs, the export's D."""
+    for out in (loaded.signatures["serving_default"](images=tf.zeros([0, 90, 70, 3], tf.uint8)),
+                loaded.signatures["image_bytes"](image_bytes=tf.constant([], tf.string))):
+        assert {k: tuple(v.shape) for k, v in out.items()} == {
+            "boxes": (0, 5, 4), "scores": (0, 5), "num_detections": (0,)}
 
 
 def test_saved_model_cli_lists_both_signatures(export_dir):
