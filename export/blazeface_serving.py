@@ -31,47 +31,20 @@ side needs a crop or tiles.
 """
 
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from handgrad.export import serving
 from handgrad.export.serving import _track_variables, checked_face_images, serves
 from handgrad.zoo.face.blazeface.inference import detect_faces
 from handgrad.zoo.face.blazeface.variants import NUM_KEYPOINTS, get_variant
 
 
 def frozen_network(model, input_size):
-    """The network as a function of its input alone, its weights folded in as graph constants.
-
-    Served this way, a call skips the variable reads (180 ReadVariableOps per full-range call)
-    and TF's optimiser sees constant filters; the SavedModel's p50 was 0.67-0.90 x that of the
-    same export with variables (benchmarks/blazeface_latency_bench.py's
-    `handgrad_savedmodel_variables` twin, 8 runs; which kernel gains most was not isolated).
-    `convert_variables_to_constants_v2` is the freezing step of TF's own TFLite converter.
-    Args: model: `(B, S, S, 3)` in [0, 1] -> {"regressors", "classificators"}; input_size S.
-    Returns: `network(x, training=False)` with the model's outputs (same structure); not
-        differentiable (an inference graph: `training` must stay False).
-    """
+    """The BlazeFace network with its weights as graph constants (`serving.frozen_network`):
+    the SavedModel's p50 was 0.67-0.90 x that of the same export with variables
+    (benchmarks/blazeface_latency_bench.py's `handgrad_savedmodel_variables` twin, 8 runs).
+    Args: model: `(B, S, S, 3)` in [0, 1] -> {"regressors", "classificators"}; input_size S."""
     spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="x")
-    concrete = tf.function(lambda x: model(x, training=False), input_signature=[spec],
-                           autograph=False).get_concrete_function()
-    frozen = convert_variables_to_constants_v2(concrete)
-    graph_def = frozen.graph.as_graph_def()
-    # the layers' custom-gradient markers (IdentityN ops): an inference graph has no gradient
-    # functions to save, and a SavedModel keeping the markers warns at every load
-    for node in graph_def.node:
-        node.attr.pop("_gradient_op_type", None)
-    wrapped = tf.compat.v1.wrap_function(
-        lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
-    tensor = wrapped.graph.get_tensor_by_name
-    inference = wrapped.prune(tensor(frozen.inputs[0].name),
-                              [tensor(t.name) for t in frozen.outputs])
-
-    def network(x, training=False):
-        if training:
-            raise ValueError("A frozen BlazeFace network is for inference only: fine-tune the "
-                             "Keras model instead.")
-        return tf.nest.pack_sequence_as(concrete.structured_outputs, inference(x))
-
-    return network
+    return serving.frozen_network(model, spec, name="BlazeFace network")
 
 
 def _variables_module(model, input_size):
