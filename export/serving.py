@@ -13,6 +13,9 @@ Face detector (`FaceServing`):
     square: a 640 x 480 photo runs at 640 x 512 instead of 640 x 640, a fifth of the network's
     work saved. The boxes are those of the square input except within a few pixels of the
     padding edge, where the network's own zero padding replaces the padded image's features.
+RetinaFace (`OriginalSizeFaceServing`, `handgrad-export --pretrained=retinaface_*`): the same
+    signatures at each photo's ORIGINAL resolution (no resize), plus keypoints [batch, D, 5, 2]
+    (y, x) original pixels; `--tta`: the test-time recipe of zoo/face/retinanet/tta.py.
 MNIST (`MnistServing`):
     serving_default(images: uint8 [batch, 28, 28] or [batch, 28, 28, 1])
     -> probabilities: float32 [batch, 10], classes: int64 [batch]
