@@ -125,6 +125,7 @@ def frozen_network(model, input_spec, name="network"):
     inference = wrapped.prune(tensor(frozen.inputs[0].name),
                               [tensor(t.name) for t in frozen.outputs])
 
+    @tf.autograph.experimental.do_not_convert  # plain Python: no loop or branch on tensors
     def network(x, training=False):
         if training:
             raise ValueError(f"A frozen {name} is for inference only: fine-tune the Keras model "

@@ -166,7 +166,7 @@ def test_detect_command_draws_keypoints(m025, tmp_path):
     PIL.Image.fromarray(rgb).save(tmp_path / "in" / "group.png")
     done, skipped = detect_command.detect_images(path, tmp_path / "in", tmp_path / "out")
     assert (done, skipped) == (1, 0)
-    drawn = np.asarray(PIL.Image.open(tmp_path / "out" / "group.png").convert("RGB"))
+    drawn = np.asarray(PIL.Image.open(tmp_path / "out" / "group.png.png").convert("RGB"))
     out = _served(loaded, rgb)
     confident = out["scores"] > 0.9
     assert confident.sum() >= 2
