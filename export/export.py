@@ -11,6 +11,7 @@ Writes a new version folder of TF Serving's layout (versions.py), `export_dir/<n
 the highest version present (1 in a new folder), holding:
     saved_model.pb, variables/   the SavedModel: signatures as in serving.py, custom gradients kept
     model.keras                  the Keras model (`keras.models.load_model` after `import handgrad`)
+    LOADING.md                   that hint, for a user who meets the file without handgrad
     model_float32.tflite, model_int8.tflite   with --tflite (see tflite.py)
 and prints `export_dir=<that folder>`. Check it: `saved_model_cli show --dir DIR/1 --all`.
 
@@ -39,7 +40,8 @@ from handgrad.zoo.run import cli, locking, resilience
 from handgrad.zoo.run.model_dir import load_trained
 
 EXPORT_FILES = {"saved_model.pb", "variables", "assets", "fingerprint.pb", "keras_metadata.pb",
-                "model.keras", "model_float32.tflite", "model_int8.tflite"}
+                "model.keras", resilience.LOAD_HINT_FILE, "model_float32.tflite",
+                "model_int8.tflite"}
 TMP_PREFIX = ".tmp-export-"
 _VERSION = re.compile(r"^\d+$")
 
@@ -142,6 +144,7 @@ def export_model(model_dir, export_dir, config=None, tflite_modes=(), **serving_
     def write(folder):
         serving.save(module, folder)
         shutil.copy2(Path(model_dir) / "model.keras", folder / "model.keras")
+        resilience.write_load_hint(folder)
         for mode in tflite_modes:
             (folder / f"model_{mode}.tflite").write_bytes(tflite.convert(module, mode))
 

@@ -40,6 +40,7 @@ from handgrad.export.serving import OriginalSizeFaceServing, check_thresholds, s
 from handgrad.zoo.face.blazeface.tflite_import import import_blazeface
 from handgrad.zoo.face.blazeface.variants import get_variant
 from handgrad.zoo.face.retinanet.retinaface_import import import_retinaface
+from handgrad.zoo.run.resilience import write_load_hint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,7 @@ def export_pretrained(name, export_dir, score_threshold=None, iou_threshold=None
     export_dir = Path(export_dir)
     save(module, export_dir)
     model.save(export_dir / "model.keras")
+    write_load_hint(export_dir)
     for mode in tflite_modes:
         (export_dir / f"model_{mode}.tflite").write_bytes(tflite.convert(module, mode))
     return export_dir

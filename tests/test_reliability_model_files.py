@@ -51,7 +51,8 @@ def test_resume_in_read_only_model_dir_is_one_line(tiny_mnist_run, mnist_dir, tm
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
-def test_model_keras_has_the_loading_hint_beside_it_and_the_hint_works(tiny_mnist_run):
+def test_model_keras_has_the_loading_hint_beside_it_and_the_hint_works(tiny_mnist_run,
+                                                                       tmp_path):
     """Keras alone cannot load model.keras (it only knows registered classes, and prints
     "Could not locate class ..." with no word of handgrad); `LOADING.md` beside the file says
     what to do, and its code, run as written in a fresh Python, loads the model."""
@@ -73,3 +74,7 @@ def test_model_keras_has_the_loading_hint_beside_it_and_the_hint_works(tiny_mnis
 
     expected = keras.models.load_model(tiny_mnist_run / "model.keras").count_params()
     assert loaded.stdout.split()[-1] == str(expected)
+    from handgrad.export.export import export_model
+
+    version = export_model(tiny_mnist_run, tmp_path / "exports")  # model.keras copied there
+    assert (version / "LOADING.md").read_text() == hint

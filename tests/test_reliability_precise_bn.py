@@ -64,7 +64,7 @@ def test_short_mnist_run_is_a_digit_reader_only_with_precise_bn(mnist_dir, tmp_p
         "training.validate_every_epoch": False})
     without = train_and_evaluate("mnist_cnn", tmp_path / "without", mnist_dir, verbose=0,
                                  overrides={**run["overrides"],
-                                            "training.precise_bn_batches": None})
+                                            "training.precise_bn_batches": 0})
     with caplog.at_level(logging.INFO):
         with_bn = train_and_evaluate("mnist_cnn", tmp_path / "with", mnist_dir, **run)
     print(f"test_accuracy without precise BN {without['test_accuracy']:.4f}, "

@@ -78,7 +78,7 @@ class TrainingConfig:
     precise_bn_batches: batches over which `handgrad-train` recomputes the batch-norm statistics
     before the final evaluation and save (`zoo/run/precise_bn.py`; detectron2's PreciseBN hook
     uses 200), so that a short run's model is not judged on moving averages that lag behind its
-    weights; None: keep the moving averages."""
+    weights; 0 (or None): keep the moving averages."""
 
     batch_size: int = 50
     epochs: int = 4
@@ -163,7 +163,7 @@ def rules():
         *shared_rules.training_rules(("adam", "adamw", "sgd")),
         ("training.warmup_epochs", "number >= 0"),
         ("training.final_lr_fraction", "number in [0, 1]"),
-        ("training.precise_bn_batches", "None or int >= 1"),
+        ("training.precise_bn_batches", "None or int >= 0"),
     ]
 
 
