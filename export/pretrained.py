@@ -69,19 +69,19 @@ def _blazeface(variant):
     return Pretrained(build, get_variant(variant).input_size, 100, tflite=True)
 
 
-def _retinaface(variant, pad_multiple, tta):
+def _retinaface(variant, tta):
     def build(score_threshold, iou_threshold, max_detections, tta=False):
-        detector = import_retinaface(variant)
+        detector = import_retinaface(variant)  # padded as its authors test: input_multiple
         module = OriginalSizeFaceServing(
-            detector, pad_multiple, 0.5 if score_threshold is None else score_threshold,
+            detector, detector.input_multiple, 0.5 if score_threshold is None else score_threshold,
             0.4 if iou_threshold is None else iou_threshold, max_detections, tta=tta)
         return module, detector
     return Pretrained(build, None, 1000, tta=tta)
 
 
 PRETRAINED = {
-    "retinaface_mobilenetv2": _retinaface("mobilenetv2", pad_multiple=32, tta=True),
-    "retinaface_mobilenet025": _retinaface("mobilenet025", pad_multiple=1, tta=False),
+    "retinaface_mobilenetv2": _retinaface("mobilenetv2", tta=True),
+    "retinaface_mobilenet025": _retinaface("mobilenet025", tta=False),
     "blazeface_full_range": _blazeface("full_range"),
     "blazeface_short_range": _blazeface("short_range"),
 }

@@ -131,9 +131,12 @@ class FaceDetector(keras.Model):
 
     @property
     def input_multiple(self):
-        """Input sides must be multiples of this: the largest pyramid stride (FPN), or 1
-        (RetinaFace's pyramid resizes to each level's size: any side works)."""
-        if self.sections["model"].pyramid == "retinaface":
+        """Input sides are padded to multiples of this: the largest pyramid stride (FPN); 1 for
+        RetinaFace's pyramid (it resizes to each level's size: any side works), except with
+        MobileNetV2, whose "same"-padded stride-2 convolutions equal peteryuX's graph (and its
+        published AP) only on sides that are multiples of 32, the domain its authors test on."""
+        model = self.sections["model"]
+        if model.pyramid == "retinaface" and model.backbone != "mobilenet_v2_retinaface":
             return 1
         return max(self.anchor_set.strides)
 
