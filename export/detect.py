@@ -42,7 +42,6 @@ one `handgrad-detect: error: ...` line (exit status 1; `--verbose` shows the tra
 import errno
 import logging
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -55,17 +54,9 @@ from handgrad.export import versions
 from handgrad.pipelines.boxes import yxyx_to_xywh
 from handgrad.pipelines.images import UnreadableImageError, read_image_upright, readable_extensions
 from handgrad.zoo.run import cli
-from handgrad.zoo.run.resilience import DiskFullError
+from handgrad.zoo.run.atomic import DiskFullError, shown, write_atomically
 
 SIGNATURE = "image_bytes"  # what marks a face-detector export (detect runs serving_default)
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def shown(path):
-    """`path` for a one-line message: as it is, or escaped (`ascii`) when it holds a line break
-    or other unprintable characters (undecodable bytes of a file name)."""
-    text = str(path)
-    return text if text.isprintable() else ascii(text)
 
 
 def list_images(path):
@@ -134,37 +125,6 @@ def check_nothing_overwritten(outputs, output_dir):
             "replace them, or choose another --output_dir.")
 
 
-def _size(n):
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else (
-        f"{n / 1e3:.0f} kB")
-
-
-def write_atomically(dest, write, overwrite=False):
-    """Calls `write(tmp)` for a temporary file beside `dest`, flushes it to disk and renames it
-    to `dest`: `dest` is complete or absent, never partial. Without `overwrite` an existing file
-    at `dest` (one that appeared since the run's check) is an error.
-
-    Raises DiskFullError naming `dest` and the free space when the disk is full (the temporary
-    file removed)."""
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if not overwrite and (dest.is_file() or dest.is_symlink()):
-            raise FileExistsError(f"{dest} appeared during the run: refusing to overwrite it")
-        os.replace(tmp, dest)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in _FULL:
-            free = _size(shutil.disk_usage(dest.parent if dest.parent.is_dir()
-                                           else Path(dest.anchor)).free)
-            raise DiskFullError(errno.ENOSPC, f"the disk is full: {free} free while writing "
-                                              f"{shown(dest)} (nothing of it is left)") from None
-        raise
-
-
 def write_result_file(dest, name, boxes, scores, overwrite=False):
     """One image's detections in the WIDER result format (see `pipelines.wider_format`); a name
     of undecodable bytes is written as those bytes."""
@@ -172,7 +132,7 @@ def write_result_file(dest, name, boxes, scores, overwrite=False):
     for (x, y, w, h), s in zip(yxyx_to_xywh(boxes), scores, strict=True):
         lines.append(f"{x:.3f} {y:.3f} {w:.3f} {h:.3f} {s:.6f}")
     data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
-    write_atomically(dest, lambda tmp: tmp.write_bytes(data), overwrite)
+    write_atomically(dest, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
 
 
 KEYPOINT_COLOUR = (255, 0, 0)
@@ -181,7 +141,7 @@ KEYPOINT_COLOUR = (255, 0, 0)
 def draw(pixels, boxes, scores, png_path, keypoints=None, overwrite=False):
     """Saves the image `pixels` (H, W, 3) uint8 with `[ymin, xmin, ymax, xmax]` pixel boxes and
     their scores drawn, and `keypoints` `(D, K, 2)` `(y, x)` pixels (optional) as dots of
-    radius 2 (written atomically, `write_atomically`)."""
+    radius 2 (written atomically, `atomic.write_atomically`)."""
     image = Image.fromarray(pixels)
     canvas = ImageDraw.Draw(image)
     for (y0, x0, y1, x1), score in zip(boxes, scores):
@@ -189,7 +149,8 @@ def draw(pixels, boxes, scores, png_path, keypoints=None, overwrite=False):
         canvas.text((x0 + 2, max(y0 - 12, 0)), f"{score:.2f}", fill=(0, 255, 0))
     for y, x in [] if keypoints is None else keypoints.reshape(-1, 2):
         canvas.ellipse([x - 2, y - 2, x + 2, y + 2], fill=KEYPOINT_COLOUR)
-    write_atomically(png_path, lambda tmp: image.save(tmp, format="PNG"), overwrite)
+    write_atomically(png_path, lambda tmp: image.save(tmp, format="PNG"),
+                     overwrite=overwrite)
 
 
 def load_detector(saved_model):
@@ -274,7 +235,8 @@ def detect_images(saved_model, images, output_dir, draw_boxes=True, overwrite=Fa
                     logging.warning("could not write %s (%s); its result file is written",
                                     shown(png), e)
         except DiskFullError as e:
-            raise DiskFullError(errno.ENOSPC, f"{e.strerror}. The {done} result file(s) "
+            raise DiskFullError(errno.ENOSPC, f"{e.strerror} (nothing of it is left). The "
+                                f"{done} result file(s) "
                                 f"written before it in {output_dir} are complete; free some "
                                 "space and rerun with --overwrite.") from None
     return done, skipped
@@ -308,7 +270,7 @@ def run():
 
 
 __all__ = ["check_nothing_overwritten", "check_output_dir", "detect_images", "draw",
-           "list_images", "output_path", "write_atomically"]
+           "list_images", "output_path"]
 
 
 if __name__ == "__main__":

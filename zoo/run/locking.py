@@ -30,7 +30,7 @@ from pathlib import Path
 
 import filelock
 
-from handgrad.zoo.run import resilience
+from handgrad.zoo.run import atomic
 
 
 class FolderInUseError(OSError):
@@ -78,7 +78,7 @@ def hold(folder, command, flag="--model_dir"):
         raise OSError(e.errno, f"cannot create the lock file {lock_path} that keeps two commands "
                       f"from writing into {flag}={folder} at once: {e.strerror}") from None
     try:
-        resilience.write_json_atomically(info_path, {
+        atomic.write_json_atomically(info_path, {
             "command": command, "pid": os.getpid(), "host": socket.gethostname(),
             "since": datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
             "argv": shlex.join(sys.argv)})

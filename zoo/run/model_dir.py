@@ -22,7 +22,7 @@ import keras
 
 import handgrad.layers  # noqa: F401  (registers the layers for loading model.keras)
 import handgrad.losses  # noqa: F401  (registers the losses)
-from handgrad.zoo.run import registry, resilience
+from handgrad.zoo.run import atomic, registry
 
 # Fields whose change makes a saved training state unloadable (variable shapes) or silently
 # dropped (Keras skips an optimizer state with other slots): a rerun may not change them.
@@ -38,7 +38,7 @@ def config_record(name, config, **run):
 
 def write_config(model_dir, record):
     """Writes `config.json` (see the module docstring), atomically."""
-    resilience.write_json_atomically(Path(model_dir) / "config.json", record)
+    atomic.write_json_atomically(Path(model_dir) / "config.json", record)
 
 
 def read_record(model_dir):
