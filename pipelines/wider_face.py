@@ -99,6 +99,10 @@ def _read_faces(path, lines, i):
             values = []
         if len(values) == 7:  # x y w h blur invalid occlusion; the other flags unknown (-1)
             values = values[:5] + [-1, -1, values[5], values[6], -1]
+        if len(values) != 10 and _is_image_path(lines[lineno - 1]):
+            raise _error(path, lineno, f"face line {k + 1} of {count}: line {i + 2} says "
+                         f"{count} faces, but only {k} follow before the next image path",
+                         lines[lineno - 1])
         if len(values) != 10:
             raise _error(path, lineno, "10 numbers: x y w h + 6 attribute flags (or 7: x y w "
                          "h blur invalid occlusion)", lines[lineno - 1])
@@ -143,15 +147,20 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
     path = Path(path)
     lines = read_utf8_text(path).splitlines()
     stats = ParseStats()
-    records = []
+    records, first_line = [], {}
     i = 0
     while i < len(lines):
         if not lines[i].strip():  # tolerate blank lines between records / at the end
             i += 1
             continue
         image_path = lines[i].strip()
-        if not image_path.lower().endswith((".jpg", ".jpeg", ".png")):
+        if not _is_image_path(image_path):
             raise _error(path, i + 1, "an image path ending in .jpg/.png", lines[i])
+        if image_path in first_line:  # its faces would be split over two training examples
+            raise _error(path, i + 1, f"each image listed once; {image_path} is already listed "
+                         f"on line {first_line[image_path]}: merge its faces into one record",
+                         lines[i])
+        first_line[image_path] = i + 1
         count, rows = _read_faces(path, lines, i)
         stats.images += 1
         stats.face_lines += len(rows)
@@ -163,6 +172,10 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
         path, stats.images, stats.kept, stats.invalid, stats.degenerate,
     )
     return (records, stats) if return_stats else records
+
+
+def _is_image_path(line):
+    return line.strip().lower().endswith((".jpg", ".jpeg", ".png"))
 
 
 def _is_face_line(lines, index):
