@@ -55,6 +55,26 @@ def _holder(info_path):
         return f"a process that has not (yet) written {info_path}"
 
 
+def holder(folder):
+    """A sentence naming the live process that holds `folder`'s lock, or None when none does.
+
+    For commands that only read a folder another command writes (handgrad-eval and
+    handgrad-export read a --model_dir): the lock is taken and released at once, and no lock
+    file is created where there is none (no command has ever locked the folder)."""
+    lock_path, info_path = lock_paths(folder)
+    if not lock_path.is_file():
+        return None
+    lock = filelock.FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return _holder(info_path)
+    except OSError:
+        return None  # a lock file this user cannot open is no sign of a live writer
+    lock.release()
+    return None
+
+
 @contextlib.contextmanager
 def hold(folder, command, flag="--model_dir"):
     """Holds the exclusive lock of `folder` while the block runs.
