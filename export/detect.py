@@ -59,11 +59,13 @@ from handgrad.zoo.run.atomic import DiskFullError, shown, write_atomically
 SIGNATURE = "image_bytes"  # what marks a face-detector export (detect runs serving_default)
 
 
-def list_images(path):
+def list_images(path, output_dir=None):
     """`(root, files)`: a file (root: its folder), or every file below a folder whose extension
     is one of `readable_extensions()` (sorted; broken symbolic links included, to be reported).
-    Files of other extensions are named in one warning."""
+    Files of other extensions are named in one warning. Linked folders are searched too, each
+    real folder once; one that holds `output_dir` is refused as `check_output_dir` does."""
     path = Path(path)
+    out = None if output_dir is None else os.path.realpath(output_dir)
     if path.is_file():
         return path.parent, [path]
     if not path.is_dir():
@@ -75,7 +77,20 @@ def list_images(path):
         logging.warning("could not list %s (%s): its images are not processed",
                         shown(error.filename), error.strerror)
 
-    for folder, _, names in os.walk(path, onerror=unlisted):
+    searched = set()
+    for folder, subfolders, names in os.walk(path, onerror=unlisted, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in searched:  # a link back up the tree, or two links to one folder
+            logging.warning("not searched again: %s is %s, which is already searched",
+                            shown(folder), shown(real))
+            subfolders[:] = []
+            continue
+        if out is not None and (out == real or out.startswith(real.rstrip(os.sep) + os.sep)):
+            raise ValueError(
+                f"--output_dir={output_dir} is inside {shown(folder)} (a linked folder below "
+                f"--images={path}): the results would be written among the input images. "
+                "Choose an output_dir outside the images folders.")
+        searched.add(real)
         for name in names:
             suffix = Path(name).suffix.lower()
             if suffix in extensions:
@@ -163,7 +178,17 @@ def load_detector(saved_model):
     if not (saved_model / "saved_model.pb").is_file():
         raise FileNotFoundError(f"--saved_model={saved_model}: no saved_model.pb there; expected "
                                 "a folder written by handgrad-export")
-    signatures = tf.saved_model.load(str(saved_model)).signatures
+    try:
+        signatures = tf.saved_model.load(str(saved_model)).signatures
+    except (tf.errors.NotFoundError, FileNotFoundError) as e:  # variables/ deleted or cut short
+        variables = saved_model / "variables"
+        missing = [str(p.relative_to(saved_model)) for p in (variables / "variables.index",)
+                   if not p.is_file()] + ([] if any(variables.glob("variables.data-*")) else
+                                          ["variables/variables.data-*"])
+        cause = (f"{', '.join(missing)} missing" if missing else
+                 " ".join(str(e).split())[:200])
+        raise FileNotFoundError(f"--saved_model={saved_model} is incomplete: {cause}. Export "
+                                "it again with handgrad-export.") from None
     if SIGNATURE not in signatures or "serving_default" not in signatures:
         raise ValueError(
             f"--saved_model={saved_model} has no {SIGNATURE!r} signature (it has: "
@@ -198,14 +223,24 @@ def detect_images(saved_model, images, output_dir, draw_boxes=True, overwrite=Fa
     `done` is the number of result files written (one per readable image, see the module
     docstring for their names); `skipped` the images that could not be read or named."""
     check_output_dir(images, output_dir)
-    root, files = list_images(images)
+    root, files = list_images(images, output_dir)
     output_dir = Path(output_dir)
     suffixes = (".txt", ".png") if draw_boxes else (".txt",)
     if not overwrite:
         check_nothing_overwritten(
             [output_path(root, f, output_dir, s) for f in files for s in suffixes], output_dir)
-    detect = load_detector(saved_model)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    created = not output_dir.exists()
+    try:  # before the model loads (seconds): a wrong path is reported at once
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"--output_dir={output_dir} cannot be created: {e.strerror}") \
+            from None
+    try:
+        detect = load_detector(saved_model)
+    except BaseException:
+        if created and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # a refused run leaves nothing behind
+        raise
     done, skipped = 0, 0
     for path in tqdm(files, desc="detect", unit="img"):
         pixels, reason = _read(path)
@@ -256,8 +291,15 @@ def _define_flags():
     cli.define_verbose()
 
 
+def after_ctrl_c(output_dir):
+    """What a rerun does after Ctrl-C (the run is refused without --overwrite)."""
+    return (f"the result files already in --output_dir={output_dir} are complete (each is "
+            "written whole or not at all); rerun with --overwrite to redo the run")
+
+
 def main(argv):
-    with cli.one_line_errors("handgrad-detect", FLAGS.verbose):
+    with cli.one_line_errors("handgrad-detect", FLAGS.verbose,
+                             interrupted=lambda: after_ctrl_c(FLAGS.output_dir)):
         cli.no_extra_arguments(argv)
         done, skipped = detect_images(FLAGS.saved_model, FLAGS.images, FLAGS.output_dir,
                                       FLAGS.draw, FLAGS.overwrite)
