@@ -5,7 +5,8 @@ and annotated PNGs. Needs only TensorFlow to run the model (the SavedModel holds
         (exports/face: the folder handgrad-export writes versions into; its highest version is
         used, as TF Serving does, or name one: --saved_model=exports/face/2)
 
-Which images: `--images` is one image file, or a folder searched recursively for every file with
+Which images: `--images` is one image file, or a folder searched recursively (linked folders too,
+each real folder once) for every file with
 an extension of a format Pillow decodes (JPEG, PNG, GIF, BMP, TIFF, WebP, ICO, PPM, ...:
 `pipelines.images.readable_extensions`); the other files are named in one warning and not
 counted. Each photo is read as a viewer shows it (`pipelines.images.read_image_upright`: the EXIF
