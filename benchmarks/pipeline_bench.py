@@ -46,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from handgrad.pipelines import augment, detection, wider_face  # noqa: E402
+from handgrad.pipelines import augment, detection, images, wider_face  # noqa: E402
 from handgrad.pipelines.boxes import yxyx_to_xywh  # noqa: E402
 from handgrad.pipelines.generators import wider_geometry
 from handgrad.pipelines.generators.wider_geometry_render import canvas_size  # noqa: E402
@@ -154,7 +154,7 @@ def _stage_pairs(data_dir, anchors, size, batch_size, max_boxes):
         1, seed=1)))
     names = ("brightness", "contrast", "saturation", "hue", "contrast_first")
     return {
-        "decode": (jpegs, jpegs.map(wider_face.decode_image), 1),
+        "decode": (jpegs, jpegs.map(images.decode_image), 1),
         "crop_resize": (examples, examples.map(lambda ex, p: plain(ex[0], ex[1], p)[:2]), 1),
         "photometric": (drawn, drawn.map(
             lambda crop, p: augment.photometric(crop[0], *(p[k] for k in names))), 1),

@@ -5,7 +5,8 @@ and annotated PNGs. Needs only TensorFlow to run the model (the SavedModel holds
         (exports/face: the folder handgrad-export writes versions into; its highest version is
         used, as TF Serving does, or name one: --saved_model=exports/face/2)
 
-Which images: `--images` is one image file, or a folder searched recursively for every file with
+Which images: `--images` is one image file, or a folder searched recursively (linked folders too,
+each real folder once) for every file with
 an extension of a format Pillow decodes (JPEG, PNG, GIF, BMP, TIFF, WebP, ICO, PPM, ...:
 `pipelines.images.readable_extensions`); the other files are named in one warning and not
 counted. Each photo is read as a viewer shows it (`pipelines.images.read_image_upright`: the EXIF
@@ -42,7 +43,6 @@ one `handgrad-detect: error: ...` line (exit status 1; `--verbose` shows the tra
 import errno
 import logging
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -55,24 +55,18 @@ from handgrad.export import versions
 from handgrad.pipelines.boxes import yxyx_to_xywh
 from handgrad.pipelines.images import UnreadableImageError, read_image_upright, readable_extensions
 from handgrad.zoo.run import cli
-from handgrad.zoo.run.resilience import DiskFullError
+from handgrad.zoo.run.atomic import DiskFullError, shown, write_atomically
 
 SIGNATURE = "image_bytes"  # what marks a face-detector export (detect runs serving_default)
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def shown(path):
-    """`path` for a one-line message: as it is, or escaped (`ascii`) when it holds a line break
-    or other unprintable characters (undecodable bytes of a file name)."""
-    text = str(path)
-    return text if text.isprintable() else ascii(text)
-
-
-def list_images(path):
+def list_images(path, output_dir=None):
     """`(root, files)`: a file (root: its folder), or every file below a folder whose extension
     is one of `readable_extensions()` (sorted; broken symbolic links included, to be reported).
-    Files of other extensions are named in one warning."""
+    Files of other extensions are named in one warning. Linked folders are searched too, each
+    real folder once; one that holds `output_dir` is refused as `check_output_dir` does."""
     path = Path(path)
+    out = None if output_dir is None else os.path.realpath(output_dir)
     if path.is_file():
         return path.parent, [path]
     if not path.is_dir():
@@ -84,7 +78,20 @@ def list_images(path):
         logging.warning("could not list %s (%s): its images are not processed",
                         shown(error.filename), error.strerror)
 
-    for folder, _, names in os.walk(path, onerror=unlisted):
+    searched = set()
+    for folder, subfolders, names in os.walk(path, onerror=unlisted, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in searched:  # a link back up the tree, or two links to one folder
+            logging.warning("not searched again: %s is %s, which is already searched",
+                            shown(folder), shown(real))
+            subfolders[:] = []
+            continue
+        if out is not None and (out == real or out.startswith(real.rstrip(os.sep) + os.sep)):
+            raise ValueError(
+                f"--output_dir={output_dir} is inside {shown(folder)} (a linked folder below "
+                f"--images={path}): the results would be written among the input images. "
+                "Choose an output_dir outside the images folders.")
+        searched.add(real)
         for name in names:
             suffix = Path(name).suffix.lower()
             if suffix in extensions:
@@ -134,37 +141,6 @@ def check_nothing_overwritten(outputs, output_dir):
             "replace them, or choose another --output_dir.")
 
 
-def _size(n):
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else (
-        f"{n / 1e3:.0f} kB")
-
-
-def write_atomically(dest, write, overwrite=False):
-    """Calls `write(tmp)` for a temporary file beside `dest`, flushes it to disk and renames it
-    to `dest`: `dest` is complete or absent, never partial. Without `overwrite` an existing file
-    at `dest` (one that appeared since the run's check) is an error.
-
-    Raises DiskFullError naming `dest` and the free space when the disk is full (the temporary
-    file removed)."""
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if not overwrite and (dest.is_file() or dest.is_symlink()):
-            raise FileExistsError(f"{dest} appeared during the run: refusing to overwrite it")
-        os.replace(tmp, dest)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in _FULL:
-            free = _size(shutil.disk_usage(dest.parent if dest.parent.is_dir()
-                                           else Path(dest.anchor)).free)
-            raise DiskFullError(errno.ENOSPC, f"the disk is full: {free} free while writing "
-                                              f"{shown(dest)} (nothing of it is left)") from None
-        raise
-
-
 def write_result_file(dest, name, boxes, scores, overwrite=False):
     """One image's detections in the WIDER result format (see `pipelines.wider_format`); a name
     of undecodable bytes is written as those bytes."""
@@ -172,7 +148,7 @@ def write_result_file(dest, name, boxes, scores, overwrite=False):
     for (x, y, w, h), s in zip(yxyx_to_xywh(boxes), scores, strict=True):
         lines.append(f"{x:.3f} {y:.3f} {w:.3f} {h:.3f} {s:.6f}")
     data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
-    write_atomically(dest, lambda tmp: tmp.write_bytes(data), overwrite)
+    write_atomically(dest, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
 
 
 KEYPOINT_COLOUR = (255, 0, 0)
@@ -181,7 +157,7 @@ KEYPOINT_COLOUR = (255, 0, 0)
 def draw(pixels, boxes, scores, png_path, keypoints=None, overwrite=False):
     """Saves the image `pixels` (H, W, 3) uint8 with `[ymin, xmin, ymax, xmax]` pixel boxes and
     their scores drawn, and `keypoints` `(D, K, 2)` `(y, x)` pixels (optional) as dots of
-    radius 2 (written atomically, `write_atomically`)."""
+    radius 2 (written atomically, `atomic.write_atomically`)."""
     image = Image.fromarray(pixels)
     canvas = ImageDraw.Draw(image)
     for (y0, x0, y1, x1), score in zip(boxes, scores):
@@ -189,7 +165,8 @@ def draw(pixels, boxes, scores, png_path, keypoints=None, overwrite=False):
         canvas.text((x0 + 2, max(y0 - 12, 0)), f"{score:.2f}", fill=(0, 255, 0))
     for y, x in [] if keypoints is None else keypoints.reshape(-1, 2):
         canvas.ellipse([x - 2, y - 2, x + 2, y + 2], fill=KEYPOINT_COLOUR)
-    write_atomically(png_path, lambda tmp: image.save(tmp, format="PNG"), overwrite)
+    write_atomically(png_path, lambda tmp: image.save(tmp, format="PNG"),
+                     overwrite=overwrite)
 
 
 def load_detector(saved_model):
@@ -202,7 +179,17 @@ def load_detector(saved_model):
     if not (saved_model / "saved_model.pb").is_file():
         raise FileNotFoundError(f"--saved_model={saved_model}: no saved_model.pb there; expected "
                                 "a folder written by handgrad-export")
-    signatures = tf.saved_model.load(str(saved_model)).signatures
+    try:
+        signatures = tf.saved_model.load(str(saved_model)).signatures
+    except (tf.errors.NotFoundError, FileNotFoundError) as e:  # variables/ deleted or cut short
+        variables = saved_model / "variables"
+        missing = [str(p.relative_to(saved_model)) for p in (variables / "variables.index",)
+                   if not p.is_file()] + ([] if any(variables.glob("variables.data-*")) else
+                                          ["variables/variables.data-*"])
+        cause = (f"{', '.join(missing)} missing" if missing else
+                 " ".join(str(e).split())[:200])
+        raise FileNotFoundError(f"--saved_model={saved_model} is incomplete: {cause}. Export "
+                                "it again with handgrad-export.") from None
     if SIGNATURE not in signatures or "serving_default" not in signatures:
         raise ValueError(
             f"--saved_model={saved_model} has no {SIGNATURE!r} signature (it has: "
@@ -237,14 +224,24 @@ def detect_images(saved_model, images, output_dir, draw_boxes=True, overwrite=Fa
     `done` is the number of result files written (one per readable image, see the module
     docstring for their names); `skipped` the images that could not be read or named."""
     check_output_dir(images, output_dir)
-    root, files = list_images(images)
+    root, files = list_images(images, output_dir)
     output_dir = Path(output_dir)
     suffixes = (".txt", ".png") if draw_boxes else (".txt",)
     if not overwrite:
         check_nothing_overwritten(
             [output_path(root, f, output_dir, s) for f in files for s in suffixes], output_dir)
-    detect = load_detector(saved_model)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    created = not output_dir.exists()
+    try:  # before the model loads (seconds): a wrong path is reported at once
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"--output_dir={output_dir} cannot be created: {e.strerror}") \
+            from None
+    try:
+        detect = load_detector(saved_model)
+    except BaseException:
+        if created and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # a refused run leaves nothing behind
+        raise
     done, skipped = 0, 0
     for path in tqdm(files, desc="detect", unit="img"):
         pixels, reason = _read(path)
@@ -274,7 +271,8 @@ def detect_images(saved_model, images, output_dir, draw_boxes=True, overwrite=Fa
                     logging.warning("could not write %s (%s); its result file is written",
                                     shown(png), e)
         except DiskFullError as e:
-            raise DiskFullError(errno.ENOSPC, f"{e.strerror}. The {done} result file(s) "
+            raise DiskFullError(errno.ENOSPC, f"{e.strerror} (nothing of it is left). The "
+                                f"{done} result file(s) "
                                 f"written before it in {output_dir} are complete; free some "
                                 "space and rerun with --overwrite.") from None
     return done, skipped
@@ -294,8 +292,15 @@ def _define_flags():
     cli.define_verbose()
 
 
+def after_ctrl_c(output_dir):
+    """What a rerun does after Ctrl-C (the run is refused without --overwrite)."""
+    return (f"the result files already in --output_dir={output_dir} are complete (each is "
+            "written whole or not at all); rerun with --overwrite to redo the run")
+
+
 def main(argv):
-    with cli.one_line_errors("handgrad-detect", FLAGS.verbose):
+    with cli.one_line_errors("handgrad-detect", FLAGS.verbose,
+                             interrupted=lambda: after_ctrl_c(FLAGS.output_dir)):
         cli.no_extra_arguments(argv)
         done, skipped = detect_images(FLAGS.saved_model, FLAGS.images, FLAGS.output_dir,
                                       FLAGS.draw, FLAGS.overwrite)
@@ -308,7 +313,7 @@ def run():
 
 
 __all__ = ["check_nothing_overwritten", "check_output_dir", "detect_images", "draw",
-           "list_images", "output_path", "write_atomically"]
+           "list_images", "output_path"]
 
 
 if __name__ == "__main__":

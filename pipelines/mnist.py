@@ -90,6 +90,11 @@ def read_idx(path, expected_ndim=None):
 
 
 def _find(data_dir, stem):
+    if not data_dir.is_dir():
+        what = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise FileNotFoundError(f"data_dir={data_dir} {what}: expected the folder holding the "
+                                "four official MNIST IDX files (train-images-idx3-ubyte[.gz], "
+                                "...).")
     for name in (stem, stem + ".gz"):
         if (data_dir / name).is_file():
             return data_dir / name

@@ -21,8 +21,8 @@ inferred from the data: 1.50 % of the faces carry it, mean area 38 px^2, against
 back when writing result files.
 
 `load_examples` is the WIDER source (official files or TFDS): decoded `(image, boxes, path)`
-examples. Files are decoded as a viewer shows them (`decode_image` applies the EXIF Orientation
-of a rotated phone photo), since annotators drew the boxes on the displayed photo.
+examples. Files are decoded as a viewer shows them (`images.decode_image` applies the EXIF
+Orientation of a rotated phone photo), since annotators drew the boxes on the displayed photo.
 `make_dataset` hands them to the generic detection parser (`pipelines.detection`) with
 the seed's augmentation policy (`pipelines.augment`): batches for training (random size per
 batch, random flips) or evaluation (one fixed size, no flip, plus the image path and scale to map
@@ -30,18 +30,17 @@ predictions back).
 """
 
 import dataclasses
-import io
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from PIL import Image
 
 from handgrad.pipelines import augment, detection
 from handgrad.pipelines.boxes import xywh_to_yxyx
+from handgrad.pipelines.images import decode_image
+from handgrad.pipelines.wider_format import read_utf8_text
 
-_ORIENTATION = 0x0112  # the EXIF tag
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 SPLITS = ("train", "val")
 
@@ -100,6 +99,10 @@ def _read_faces(path, lines, i):
             values = []
         if len(values) == 7:  # x y w h blur invalid occlusion; the other flags unknown (-1)
             values = values[:5] + [-1, -1, values[5], values[6], -1]
+        if len(values) != 10 and _is_image_path(lines[lineno - 1]):
+            raise _error(path, lineno, f"face line {k + 1} of {count}: line {i + 2} says "
+                         f"{count} faces, but only {k} follow before the next image path",
+                         lines[lineno - 1])
         if len(values) != 10:
             raise _error(path, lineno, "10 numbers: x y w h + 6 attribute flags (or 7: x y w "
                          "h blur invalid occlusion)", lines[lineno - 1])
@@ -142,17 +145,22 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
         byte offset when it is not UTF-8).
     """
     path = Path(path)
-    lines = _read_text(path).splitlines()
+    lines = read_utf8_text(path).splitlines()
     stats = ParseStats()
-    records = []
+    records, first_line = [], {}
     i = 0
     while i < len(lines):
         if not lines[i].strip():  # tolerate blank lines between records / at the end
             i += 1
             continue
         image_path = lines[i].strip()
-        if not image_path.lower().endswith((".jpg", ".jpeg", ".png")):
+        if not _is_image_path(image_path):
             raise _error(path, i + 1, "an image path ending in .jpg/.png", lines[i])
+        if image_path in first_line:  # its faces would be split over two training examples
+            raise _error(path, i + 1, f"each image listed once; {image_path} is already listed "
+                         f"on line {first_line[image_path]}: merge its faces into one record",
+                         lines[i])
+        first_line[image_path] = i + 1
         count, rows = _read_faces(path, lines, i)
         stats.images += 1
         stats.face_lines += len(rows)
@@ -166,18 +174,8 @@ def parse_annotations(path, *, drop_invalid=True, return_stats=False):
     return (records, stats) if return_stats else records
 
 
-def _read_text(path):
-    """The text of an annotation file (UTF-8, a leading BOM tolerated); ValueError naming the
-    file, the line and the byte offset of the first byte that is not UTF-8."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        lineno = raw.count(b"\n", 0, e.start) + 1
-        line = raw[raw.rfind(b"\n", 0, e.start) + 1:].split(b"\n", 1)[0]
-        raise ValueError(
-            f"{path}:{lineno}: expected UTF-8 text. Received: byte 0x{raw[e.start]:02x} at byte "
-            f"offset {e.start} ({e.reason}) in {line!r}; re-save the file as UTF-8.") from None
+def _is_image_path(line):
+    return line.strip().lower().endswith((".jpg", ".jpeg", ".png"))
 
 
 def _is_face_line(lines, index):
@@ -254,50 +252,6 @@ class SkipCounter:
     @property
     def skipped_so_far(self):
         return int(self.last.numpy() - self.decoded.numpy())
-
-
-def exif_orientation(contents):
-    """The EXIF Orientation tag (1..8) of encoded image bytes; 1 when there is none.
-
-    Read with PIL from the header only (`Image.open` parses the JPEG APP1 / PNG eXIf segment and
-    decodes no pixel), so it costs tens of microseconds beside the milliseconds of the decode.
-    Unreadable bytes give 1: the decode that follows reports them.
-    """
-    try:
-        with Image.open(io.BytesIO(contents)) as image:
-            value = image.getexif().get(_ORIENTATION, 1)
-    except Exception:  # PIL raises many kinds on bad bytes; the TF decode names the problem
-        return np.int32(1)
-    return np.int32(value if isinstance(value, int) and 1 <= value <= 8 else 1)
-
-
-def _transpose_by_orientation(image, orientation):
-    """`image` (H, W, C) as a viewer shows it, i.e. PIL's `ImageOps.exif_transpose`."""
-    def t(x):
-        return tf.transpose(x, [1, 0, 2])  # (W, H, C)
-
-    branches = [
-        lambda: image,                                  # 1: upright
-        lambda: tf.reverse(image, [1]),                 # 2: mirrored left-right
-        lambda: tf.reverse(image, [0, 1]),              # 3: rotated 180
-        lambda: tf.reverse(image, [0]),                 # 4: mirrored top-bottom
-        lambda: t(image),                               # 5: transposed
-        lambda: tf.reverse(t(image), [1]),              # 6: rotate 90 clockwise
-        lambda: tf.reverse(t(image), [0, 1]),           # 7: transverse
-        lambda: tf.reverse(t(image), [0]),              # 8: rotate 90 counter-clockwise
-    ]
-    return tf.switch_case(orientation - 1, branches)
-
-
-def decode_image(contents):
-    """Decodes JPEG / PNG / BMP / GIF bytes to (H, W, 3) uint8 (grey and CMYK become RGB), as a
-    viewer shows it: the EXIF Orientation of a phone photo is applied (TF's decoders ignore
-    it), so annotations made on the displayed photo fall on the right pixels."""
-    image = tf.image.decode_image(contents, channels=3, expand_animations=False)
-    orientation = tf.numpy_function(exif_orientation, [contents], tf.int32, stateful=False)
-    image = _transpose_by_orientation(image, tf.reshape(orientation, []))
-    image.set_shape([None, None, 3])
-    return image
 
 
 def _file_source(data_dir, split):

@@ -52,14 +52,30 @@ def write_results(out_dir, image_path, boxes, scores):
     return dest
 
 
+def read_utf8_text(path):
+    """The text of a WIDER text file (annotations, results): UTF-8, a leading BOM tolerated;
+    ValueError naming the file, the line and the byte offset of the first byte that is not UTF-8
+    (a file saved as Latin-1, a stray byte)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        line = raw[raw.rfind(b"\n", 0, e.start) + 1:].split(b"\n", 1)[0]
+        raise ValueError(
+            f"{path}:{lineno}: expected UTF-8 text. Received: byte 0x{raw[e.start]:02x} at byte "
+            f"offset {e.start} ({e.reason}) in {line!r}; re-save the file as UTF-8.") from None
+
+
 def read_result_file(path):
     """Reads one result file -> (boxes (N, 4) yxyx float64, scores (N,) float64), file order.
 
-    Raises ValueError naming the file and line when a line does not hold >= 5 numbers or the
-    count disagrees with the lines present.
+    Raises ValueError naming the file and line when a line does not hold >= 5 numbers, the
+    count disagrees with the lines present, or the file is not UTF-8 (`read_utf8_text`).
     """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    lines = read_utf8_text(path).splitlines()
     if len(lines) < 2:
         raise ValueError(f"{path}: expected a name line and a count line. Received "
                          f"{len(lines)} line(s)")

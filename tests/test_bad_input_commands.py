@@ -158,7 +158,8 @@ def _train_args(model_dir, mnist_dir, *extra):
     (["--steps=0"], {}, r"ValueError: training\.steps_per_epoch must be None or an int >= 1\. "
                         r"Received: training\.steps_per_epoch=0"),
     (["--epochs=2", "--steps=1"], {"HANDGRAD_FAULT": "disk_full_in_checkpoint:2"},
-     r"DiskFullError: \[Errno 28\] the disk is full: no space left on the device while writing "
+     r"DiskFullError: \[Errno 28\] the disk is full: no space left on the device \([\d.]+ [kMG]B "
+     r"free\) while writing "
      r".*state-0002\.weights\.h5\. Training stopped after epoch 2; the last good checkpoint "
      r"\(epoch 1\) is kept in .*state-0001\.weights\.h5\. Free some space and rerun"),
 ], ids=["steps_0", "full_disk"])

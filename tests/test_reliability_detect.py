@@ -18,7 +18,7 @@ from test_data_safety import _photo, _snapshot, face_export  # noqa: F401 (a fix
 
 from handgrad.export.detect import detect_images
 from handgrad.pipelines.wider_format import read_result_file
-from handgrad.zoo.run.resilience import DiskFullError
+from handgrad.zoo.run.atomic import DiskFullError
 
 ORIENTATION = 0x0112  # the EXIF tag
 
@@ -86,11 +86,12 @@ def test_full_disk_at_a_result_file_names_it_and_leaves_no_partial_file(
     _photo(tmp_path / "photos" / "a.jpg", 40, 30)
     for name in ("write_bytes", "write_text"):
         monkeypatch.setattr(pathlib.Path, name, _fills_the_disk(getattr(pathlib.Path, name)))
-    with pytest.raises(DiskFullError, match=r"\[Errno 28\] the disk is full: [\d.]+ [kMG]B free "
-                                            r"while writing .*out/a\.jpg\.txt \(nothing of it is "
-                                            r"left\)\. The 0 result file\(s\) written before it "
-                                            r"in .* are complete; free some space and rerun with "
-                                            r"--overwrite"):
+    with pytest.raises(DiskFullError, match=r"\[Errno 28\] the disk is full: no space left on the "
+                                            r"device \([\d.]+ [kMG]B free\) while writing "
+                                            r".*out/a\.jpg\.txt \(nothing of it is left\)\. The "
+                                            r"0 result file\(s\) written before it in .* are "
+                                            r"complete; free some space and rerun with --overwrite"
+                       ):
         detect_images(face_export, tmp_path / "photos", tmp_path / "out")
     assert _snapshot(tmp_path / "out") == {}  # neither a partial result nor a temporary file
 
@@ -110,7 +111,7 @@ def test_full_disk_at_a_png_stops_the_run_and_keeps_complete_results(
         return save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(PIL.Image.Image, "save", full_at_b)
-    with pytest.raises(DiskFullError, match=r"the disk is full: .* free while writing "
+    with pytest.raises(DiskFullError, match=r"the disk is full: .* free\) while writing "
                                             r".*out/b\.jpg\.png .*The 2 result file\(s\) written"):
         detect_images(face_export, tmp_path / "photos", tmp_path / "out")
     assert sorted(_snapshot(tmp_path / "out")) == ["a.jpg.png", "a.jpg.txt", "b.jpg.txt"]

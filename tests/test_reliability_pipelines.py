@@ -223,13 +223,13 @@ def test_photos_are_read_as_a_viewer_shows_them(rotated_photos):
 
 
 def test_exif_orientation_reads_the_tag_and_ignores_bad_bytes(rotated_photos):
-    from handgrad.pipelines import wider_face
+    from handgrad.pipelines import images
 
     root, _ = rotated_photos
     folder = root / "WIDER_val" / "images" / "0--Parade"
-    assert wider_face.exif_orientation((folder / "o6.jpg").read_bytes()) == 6
-    assert wider_face.exif_orientation((folder / "upright.jpg").read_bytes()) == 1
-    assert wider_face.exif_orientation(b"not an image") == 1
+    assert images.exif_orientation((folder / "o6.jpg").read_bytes()) == 6
+    assert images.exif_orientation((folder / "upright.jpg").read_bytes()) == 1
+    assert images.exif_orientation(b"not an image") == 1
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import filelock
 
-from handgrad.zoo.run import resilience
+from handgrad.zoo.run import atomic
 
 
 class FolderInUseError(OSError):
@@ -53,6 +53,26 @@ def _holder(info_path):
                 f"{info['since']}, `{argv}`)")
     except (OSError, ValueError, KeyError, TypeError):
         return f"a process that has not (yet) written {info_path}"
+
+
+def holder(folder):
+    """A sentence naming the live process that holds `folder`'s lock, or None when none does.
+
+    For commands that only read a folder another command writes (handgrad-eval and
+    handgrad-export read a --model_dir): the lock is taken and released at once, and no lock
+    file is created where there is none (no command has ever locked the folder)."""
+    lock_path, info_path = lock_paths(folder)
+    if not lock_path.is_file():
+        return None
+    lock = filelock.FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return _holder(info_path)
+    except OSError:
+        return None  # a lock file this user cannot open is no sign of a live writer
+    lock.release()
+    return None
 
 
 @contextlib.contextmanager
@@ -78,7 +98,7 @@ def hold(folder, command, flag="--model_dir"):
         raise OSError(e.errno, f"cannot create the lock file {lock_path} that keeps two commands "
                       f"from writing into {flag}={folder} at once: {e.strerror}") from None
     try:
-        resilience.write_json_atomically(info_path, {
+        atomic.write_json_atomically(info_path, {
             "command": command, "pid": os.getpid(), "host": socket.gethostname(),
             "since": datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
             "argv": shlex.join(sys.argv)})

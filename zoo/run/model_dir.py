@@ -22,7 +22,7 @@ import keras
 
 import handgrad.layers  # noqa: F401  (registers the layers for loading model.keras)
 import handgrad.losses  # noqa: F401  (registers the losses)
-from handgrad.zoo.run import registry, resilience
+from handgrad.zoo.run import atomic, locking, registry
 
 # Fields whose change makes a saved training state unloadable (variable shapes) or silently
 # dropped (Keras skips an optimizer state with other slots): a rerun may not change them.
@@ -38,7 +38,7 @@ def config_record(name, config, **run):
 
 def write_config(model_dir, record):
     """Writes `config.json` (see the module docstring), atomically."""
-    resilience.write_json_atomically(Path(model_dir) / "config.json", record)
+    atomic.write_json_atomically(Path(model_dir) / "config.json", record)
 
 
 def read_record(model_dir):
@@ -171,6 +171,11 @@ def load_trained(model_dir, config=None):
         raise FileNotFoundError(f"--model_dir={model_dir} does not exist; expected the output "
                                 "folder of handgrad-train.")
     model_path = model_dir / "model.keras"
+    busy = locking.holder(model_dir)
+    if busy is not None:  # its model.keras is an earlier run's, or not yet written
+        raise locking.FolderInUseError(
+            f"--model_dir={model_dir} is being trained by {busy}: its model.keras is written "
+            "when that training ends. Wait for it to end, then rerun this command.")
     if not model_path.is_file():
         hint = ("training has not finished: rerun its handgrad-train command to resume it"
                 if (model_dir / "backup").is_dir() else

@@ -7,7 +7,7 @@ temporary file in `model_dir/backup/`, flushed to disk, and renamed to
 write-to-temporary + `os.replace` (atomic on POSIX). A process killed at any instant therefore
 leaves `latest.json` naming a complete state; a half-written temporary is never named and is
 deleted on the next start. The per-epoch weights `checkpoints/epoch_NNN.weights.h5` (the same
-content) are written the same way, and so are `model.keras` and `config.json` (`write_atomically`).
+content) are written the same way, and so are `model.keras` and `config.json`.
 
 Resuming (`Resume`, the first callback of a run): the state named by `latest.json` is loaded and
 training continues at the epoch after it (epochs run after it are redone: the resume granularity
@@ -17,12 +17,10 @@ that loads (backup states, then the per-epoch checkpoints) is used, and a warnin
 damaged file, why it was passed over, and the state used instead. A state of another model (other
 shapes) is an error, never silently skipped.
 
-Full disk: a write that fails with ENOSPC (or that the free space cannot hold, checked before
-writing) raises `DiskFullError` ("the disk is full ..."), after removing its temporary file; the
-last good state stays named by `latest.json`. h5py reports its failed clean-up of the half-written
-file on stderr; that noise is dropped (the error itself is raised once).
-`is_disk_full` and `disk_full_error` let other writers (handgrad-export) report a full disk the
-same way, with the free space.
+Every file is written through `atomic.write_atomically` (a temporary file, `fsync`, a rename);
+a full disk raises `atomic.DiskFullError` naming the file and the free space, after removing the
+temporary file, and the last good state stays named by `latest.json`. The `HANDGRAD_FAULT` hooks
+that kill or fill the disk halfway through a checkpoint are described in `atomic.py`.
 
 NaN/Inf (`NonFiniteGuard`): after every training step the loss is checked; on the first NaN or
 Inf, training stops, no checkpoint of that epoch is written (the last good one stays the one
@@ -35,25 +33,13 @@ Keras seeds: initial weights, shuffling, augmentation) plus
 `tf.config.experimental.enable_op_determinism()` (no non-deterministic kernels; tf.data keeps
 its element order). Two CPU runs with the same seed and flags then give bit-identical weights.
 Op determinism is process-wide and slows some GPU kernels down.
-
-Fault injection for the tests, through the environment variable `HANDGRAD_FAULT`:
-`kill_in_checkpoint:<E>` SIGKILLs the process halfway through writing the backup of epoch E (the
-temporary file is truncated to half, as an interrupted write leaves it);
-`disk_full_in_checkpoint:<E>` makes that write fail as on a full disk (half a temporary file
-written, then OSError ENOSPC). Unset, nothing happens.
 """
 
-import contextlib
 import errno
-import io
 import json
 import logging
 import math
-import os
 import re
-import shutil
-import signal
-import sys
 from pathlib import Path
 
 import keras
@@ -61,129 +47,26 @@ import numpy as np
 import tensorflow as tf
 
 from handgrad.zoo.run import cli
+from handgrad.zoo.run.atomic import (  # export.py still names the last two resilience.*
+    DiskFullError,
+    disk_full_error,  # noqa: F401
+    is_disk_full,  # noqa: F401
+    write_atomically,
+    write_json_atomically,
+)
 
 LATEST = "latest.json"
 _EPOCH = re.compile(r"^(?:state-|epoch_)(\d+)\.weights\.h5$")
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or Inf loss; the message names the step and last finite loss."""
 
 
-class DiskFullError(OSError):
-    """A checkpoint, model or log write failed for lack of disk space (errno ENOSPC)."""
-
-
 def enable_determinism(seed):
     """Seeds Python, NumPy, TF and Keras with `seed` and turns on TF op determinism."""
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
-
-
-def _fault(kind):
-    """The integer of `HANDGRAD_FAULT=<kind>:<N>`, or None."""
-    name, _, value = os.environ.get("HANDGRAD_FAULT", "").partition(":")
-    return int(value) if name == kind and value else None
-
-
-@contextlib.contextmanager
-def _h5py_cleanup_noise_dropped_on_failure():
-    """Holds back stderr and unraisable-exception reports while a file is written.
-
-    After a failed write h5py's object destructors print a traceback per object (Cython prints
-    it, then reports it as unraisable); the write error itself is raised, so on failure these
-    are dropped. On success whatever was written to stderr is passed on.
-    """
-    held, previous_hook = io.StringIO(), sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        with contextlib.redirect_stderr(held):
-            yield
-        sys.stderr.write(held.getvalue())  # reached on success only
-    finally:
-        sys.unraisablehook = previous_hook
-
-
-def _disk_full(path, detail):
-    return DiskFullError(errno.ENOSPC, f"the disk is full: {detail} while writing {path}")
-
-
-def _size(n):
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
-
-
-def _free_bytes(path):
-    """Free bytes on the disk of `path` (of its nearest existing folder)."""
-    folder = Path(path).resolve()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return shutil.disk_usage(folder).free
-
-
-def is_disk_full(error):
-    """Whether `error` is a write that failed for lack of space: an OSError ENOSPC / EDQUOT, or
-    TensorFlow's error for one (a ResourceExhaustedError carrying the OS's message, e.g. from
-    `tf.saved_model.save`)."""
-    if isinstance(error, OSError):
-        return error.errno in _FULL
-    return isinstance(error, tf.errors.OpError) and any(os.strerror(n) in str(error)
-                                                        for n in _FULL)
-
-
-def disk_full_error(path):
-    """The `DiskFullError` of a write of `path` that failed for lack of space, naming the free
-    space left."""
-    return _disk_full(path, f"no space left on the device ({_size(_free_bytes(path))} free)")
-
-
-def _check_free_space(path, needed):
-    free = shutil.disk_usage(Path(path).parent).free
-    if needed is not None and free < needed:
-        raise _disk_full(path, f"{_size(free)} free, about {_size(needed)} needed")
-
-
-def write_atomically(path, write, needed=None, fault_epoch=None):
-    """Calls `write(tmp)` for a temporary sibling of `path`, flushes it, renames it to `path`.
-
-    Args:
-        path: the final file. write: writes a file at the path it is given.
-        needed: bytes the file is expected to take (checked against the free space first).
-        fault_epoch: the epoch for the `HANDGRAD_FAULT` hooks (module docstring), or None.
-    On any failure the temporary file is removed and `path` is untouched; a full disk raises
-    `DiskFullError` naming `path`.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")  # keeps the suffix (.weights.h5, .keras)
-    _check_free_space(path, needed)
-    try:
-        with _h5py_cleanup_noise_dropped_on_failure():
-            write(tmp)
-            if fault_epoch is not None:
-                _inject_fault(tmp, fault_epoch)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in _FULL:
-            raise _disk_full(path, "no space left on the device") from None
-        raise
-
-
-def _inject_fault(tmp, epoch):
-    if epoch in (_fault("kill_in_checkpoint"), _fault("disk_full_in_checkpoint")):
-        with open(tmp, "rb+") as f:
-            f.truncate(tmp.stat().st_size // 2)
-    if _fault("kill_in_checkpoint") == epoch:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if _fault("disk_full_in_checkpoint") == epoch:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
-
-
-def write_json_atomically(path, data):
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2,
-                                                                      default=str)))
 
 
 def _state_bytes(model, like):
