@@ -24,7 +24,7 @@ export, an earlier version is never changed, and a failed or killed export leave
 that were there (a killed one's temporary folder is removed by the next export). Two exports
 into one export_dir do not run at once: the second is refused naming the first
 (`zoo/run/locking.py`). A full disk is reported naming the file and the free space
-(`resilience.disk_full_error`). Errors are one `handgrad-export: error: ...` line (exit status 1;
+(`atomic.disk_full_error`). Errors are one `handgrad-export: error: ...` line (exit status 1;
 `--verbose` shows the traceback).
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 from absl import app, flags
 
 from handgrad.export import pretrained, serving, tflite, versions
-from handgrad.zoo.run import cli, locking, resilience
+from handgrad.zoo.run import atomic, cli, locking, resilience
 from handgrad.zoo.run.model_dir import load_trained
 
 EXPORT_FILES = {"saved_model.pb", "variables", "assets", "fingerprint.pb", "keras_metadata.pb",
@@ -116,8 +116,8 @@ def write_export(export_dir, write):
             _fsync_tree(tmp)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, Exception) and resilience.is_disk_full(e):
-                full = resilience.disk_full_error(_named_file(e, tmp, final))
+            if isinstance(e, Exception) and atomic.is_disk_full(e):
+                full = atomic.disk_full_error(_named_file(e, tmp, final))
                 raise resilience.DiskFullError(
                     full.errno, f"{full.strerror}. Nothing was exported: --export_dir={path} "
                     f"holds what it held before. Free some space and rerun.") from None

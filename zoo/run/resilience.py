@@ -47,10 +47,8 @@ import numpy as np
 import tensorflow as tf
 
 from handgrad.zoo.run import cli
-from handgrad.zoo.run.atomic import (  # export.py still names the last two resilience.*
+from handgrad.zoo.run.atomic import (
     DiskFullError,
-    disk_full_error,  # noqa: F401
-    is_disk_full,  # noqa: F401
     write_atomically,
     write_json_atomically,
 )
