@@ -33,7 +33,7 @@ side needs a crop or tiles.
 import tensorflow as tf
 
 from handgrad.export import serving
-from handgrad.export.serving import _track_variables, checked_face_images, serves
+from handgrad.export.serving import KeypointFaceServing, _track_variables, serves
 from handgrad.zoo.face.blazeface.inference import detect_faces
 from handgrad.zoo.face.blazeface.variants import NUM_KEYPOINTS, get_variant
 
@@ -57,7 +57,7 @@ def _variables_module(model, input_size):
     return module.network.get_concrete_function(), module
 
 
-class BlazeFaceServing(tf.Module):
+class BlazeFaceServing(KeypointFaceServing):
     """Wraps a BlazeFace network (`import_blazeface` / `build_blazeface` output).
 
     Args:
@@ -75,6 +75,7 @@ class BlazeFaceServing(tf.Module):
     def __init__(self, model, variant, score_threshold=None, iou_threshold=None,
                  max_detections=100, weighted=True, freeze=True):
         super().__init__(name="blazeface_serving")
+        self.num_keypoints = NUM_KEYPOINTS
         self.spec = get_variant(variant)
         s = self.spec.input_size
         if freeze:
@@ -98,52 +99,12 @@ class BlazeFaceServing(tf.Module):
         # A plain closure, so the variables stay out of a frozen SavedModel.
         self.tflite_source = lambda: _variables_module(model, s)
 
-    @property
-    def thresholds(self):
-        """The post-processing fixed in this export (a copy)."""
-        return dict(self._post)
-
-    def _detect(self, images):
-        """uint8 (B, H, W, 3) -> the four outputs, original pixels (the letterbox reads uint8
-        itself: the full-size photo is not converted to float first); a batch of 0 gets empty
-        outputs without running the network."""
-        def run():
-            out = detect_faces(self.network, images, self.spec, **self._post)
-            return {"boxes": out["boxes"], "scores": out["scores"], "keypoints": out["keypoints"],
-                    "num_detections": tf.cast(out["num_detections"], tf.int32)}
-
-        def empty():  # the network's first depthwise convolution refuses a batch of 0
-            d = self._post["max_detections"]
-            return {"boxes": tf.zeros([0, d, 4]), "scores": tf.zeros([0, d]),
-                    "keypoints": tf.zeros([0, d, NUM_KEYPOINTS, 2]),
-                    "num_detections": tf.zeros([0], tf.int32)}
-
-        return tf.cond(tf.shape(images)[0] > 0, run, empty)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    def serve_images(self, images):
-        return self._detect(checked_face_images(images))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve_bytes(self, image_bytes):
-        d = self._post["max_detections"]
-
-        def one(data):
-            # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
-            # BMP, WebP required." on bytes that are no image: the expected formats, named.
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            out = self._detect(image[None])
-            return {k: v[0] for k, v in out.items()}
-
-        # images of different sizes: one letterbox each (the network's batch is 1 per image)
-        return tf.map_fn(one, image_bytes, fn_output_signature={
-            "boxes": tf.TensorSpec([d, 4], tf.float32),
-            "scores": tf.TensorSpec([d], tf.float32),
-            "keypoints": tf.TensorSpec([d, NUM_KEYPOINTS, 2], tf.float32),
-            "num_detections": tf.TensorSpec([], tf.int32)})
-
-    def signatures(self):
-        return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
+    def _run(self, images):
+        """uint8 (B, H, W, 3), B > 0 -> the four outputs, original pixels (the letterbox reads
+        uint8 itself: the full-size photo is not converted to float first)."""
+        out = detect_faces(self.network, images, self.spec, **self._post)
+        return {"boxes": out["boxes"], "scores": out["scores"], "keypoints": out["keypoints"],
+                "num_detections": tf.cast(out["num_detections"], tf.int32)}
 
 
 @serves("blazeface")

@@ -5,16 +5,16 @@ test-time recipe (`--tta`) of `zoo/face/retinanet/tta.py`."""
 import tensorflow as tf
 
 from handgrad.export.serving import (
+    KeypointFaceServing,
     _track_variables,
     check_thresholds,
-    checked_face_images,
     frozen_network,
 )
 from handgrad.zoo.face.retinanet import tta
 from handgrad.zoo.face.retinanet.postprocess import postprocess
 
 
-class OriginalSizeFaceServing(tf.Module):
+class OriginalSizeFaceServing(KeypointFaceServing):
     """Serves a RetinaFace `FaceDetector` at each photo's ORIGINAL resolution (no resize), as its
     authors test on WIDER FACE; the same signatures as `FaceServing` plus keypoints:
 
@@ -55,7 +55,7 @@ class OriginalSizeFaceServing(tf.Module):
             raise ValueError(f"max_detections must be >= 1. Received: {max_detections}")
         check_thresholds(score_threshold, iou_threshold)
         self.anchor_set = detector.anchor_set
-        self.num_landmarks = int(detector.num_landmarks)
+        self.num_keypoints = self.num_landmarks = int(detector.num_landmarks)
         self.pad_multiple, self.tta = int(pad_multiple), bool(tta)
         post = detector.sections["postprocess"]
         self._post = dict(pre_nms_top_k=int(post.pre_nms_top_k),
@@ -70,11 +70,6 @@ class OriginalSizeFaceServing(tf.Module):
             _track_variables(self, detector)
         self.forward = tf.function(lambda x: self.network(x, training=False),
                                    input_signature=[spec])
-
-    @property
-    def thresholds(self):
-        """The post-processing fixed in this export (a copy)."""
-        return dict(self._post)
 
     def _one_size(self, x):
         """(B, H, W, 3) float [0, 1], one size -> the detector's post-processed outputs."""
@@ -101,46 +96,12 @@ class OriginalSizeFaceServing(tf.Module):
                                     "keypoints": tf.TensorSpec([d, n, 2], tf.float32),
                                     "num_detections": tf.TensorSpec([], tf.int32)})
 
-    def _detect(self, images):
-        """uint8 (B, H, W, 3) -> the four outputs in original pixels; a batch of 0 gets empty
-        outputs without running the network."""
-        def run():
-            x = tf.cast(images, tf.float32) / 255.0
-            out = self._tta(x) if self.tta else self._one_size(x)
-            hw = tf.cast(tf.shape(images)[1:3], tf.float32)
-            return {"boxes": tf.clip_by_value(out["boxes"], 0.0, tf.tile(hw, [2])),
-                    "scores": tf.cast(out["scores"], tf.float32),
-                    "keypoints": tf.cast(out["keypoints"], tf.float32),
-                    "num_detections": tf.cast(out["num_detections"], tf.int32)}
-
-        def empty():
-            d = self._post["max_detections"]
-            return {"boxes": tf.zeros([0, d, 4]), "scores": tf.zeros([0, d]),
-                    "keypoints": tf.zeros([0, d, self.num_landmarks, 2]),
-                    "num_detections": tf.zeros([0], tf.int32)}
-
-        return tf.cond(tf.shape(images)[0] > 0, run, empty)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    def serve_images(self, images):
-        return self._detect(checked_face_images(images))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve_bytes(self, image_bytes):
-        d = self._post["max_detections"]
-
-        def one(data):
-            # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
-            # BMP, WebP required." on bytes that are no image: the expected formats, named. It
-            # ignores the EXIF Orientation tag (stored pixels; export/README.md says so).
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            return {k: v[0] for k, v in self._detect(image[None]).items()}
-
-        return tf.map_fn(one, image_bytes, fn_output_signature={
-            "boxes": tf.TensorSpec([d, 4], tf.float32),
-            "scores": tf.TensorSpec([d], tf.float32),
-            "keypoints": tf.TensorSpec([d, self.num_landmarks, 2], tf.float32),
-            "num_detections": tf.TensorSpec([], tf.int32)})
-
-    def signatures(self):
-        return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
+    def _run(self, images):
+        """uint8 (B, H, W, 3), B > 0 -> the four outputs in original pixels."""
+        x = tf.cast(images, tf.float32) / 255.0
+        out = self._tta(x) if self.tta else self._one_size(x)
+        hw = tf.cast(tf.shape(images)[1:3], tf.float32)
+        return {"boxes": tf.clip_by_value(out["boxes"], 0.0, tf.tile(hw, [2])),
+                "scores": tf.cast(out["scores"], tf.float32),
+                "keypoints": tf.cast(out["keypoints"], tf.float32),
+                "num_detections": tf.cast(out["num_detections"], tf.int32)}

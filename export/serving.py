@@ -250,6 +250,55 @@ class FaceServing(_TfliteFromVariables):
         return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
 
 
+class KeypointFaceServing(tf.Module):
+    """The face signatures of the detectors that also return keypoints (BlazeFace, RetinaFace):
+    `serving_default` (uint8 `[batch, height, width, 3]`, checked in the graph) and `image_bytes`
+    (decoded and run one image at a time, so a batch of different sizes gives each image's own
+    detections) -> boxes `[batch, D, 4]`, scores `[batch, D]`, keypoints `[batch, D, K, 2]`,
+    num_detections `[batch]`, in original pixels. A batch of 0 gets empty outputs without running
+    the network (a convolution refuses an empty batch). A subclass sets `self._post` (with
+    "max_detections", D) and `self.num_keypoints` (K) and defines `_run(images)`: a non-empty
+    uint8 batch -> the four outputs."""
+
+    @property
+    def thresholds(self):
+        """The post-processing fixed in this export (a copy)."""
+        return dict(self._post)
+
+    def _detect(self, images):
+        def empty():
+            d = self._post["max_detections"]
+            return {"boxes": tf.zeros([0, d, 4]), "scores": tf.zeros([0, d]),
+                    "keypoints": tf.zeros([0, d, self.num_keypoints, 2]),
+                    "num_detections": tf.zeros([0], tf.int32)}
+
+        return tf.cond(tf.shape(images)[0] > 0, lambda: self._run(images), empty)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve_images(self, images):
+        return self._detect(checked_face_images(images))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(self, image_bytes):
+        d = self._post["max_detections"]
+
+        def one(data):
+            # decode_image fails with "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF,
+            # BMP, WebP required." on bytes that are no image: the expected formats, named. It
+            # ignores the EXIF Orientation tag (stored pixels; export/README.md says so).
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            return {k: v[0] for k, v in self._detect(image[None]).items()}
+
+        return tf.map_fn(one, image_bytes, fn_output_signature={
+            "boxes": tf.TensorSpec([d, 4], tf.float32),
+            "scores": tf.TensorSpec([d], tf.float32),
+            "keypoints": tf.TensorSpec([d, self.num_keypoints, 2], tf.float32),
+            "num_detections": tf.TensorSpec([], tf.int32)})
+
+    def signatures(self):
+        return {"serving_default": self.serve_images, "image_bytes": self.serve_bytes}
+
+
 SERVING = {}  # task name -> f(model, **detector arguments) -> serving module
 
 
