@@ -273,7 +273,7 @@ def face_config_caps():
     from handgrad.zoo.run import registry
 
     caps = {}
-    for name in registry.CONFIGS:
+    for name in registry.configs():
         data = getattr(registry.get_config(name), "data", None)
         if name.startswith("face_") and data is not None:
             caps[name] = getattr(data, "max_boxes", None)
