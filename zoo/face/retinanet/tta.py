@@ -33,6 +33,7 @@ runs on float32 boxes.
 
 import tensorflow as tf
 
+from handgrad.pipelines.boxes import area, iou
 from handgrad.zoo.face.box_coder import decode_boxes
 from handgrad.zoo.face.retinanet.postprocess import decode_keypoints
 
@@ -74,9 +75,7 @@ def pass_candidates(network, image, factor, max_side, anchor_set, pad_multiple=P
                                  anchors, anchor_set.variances)
     scores = tf.gather(scores, idx)
     if max_side is not None:
-        side = tf.sqrt(tf.maximum(boxes[:, 2] - boxes[:, 0], 0.0)
-                       * tf.maximum(boxes[:, 3] - boxes[:, 1], 0.0))
-        ok = side <= max_side
+        ok = tf.sqrt(area(boxes)) <= max_side
         boxes, scores, keypoints = (tf.boolean_mask(t, ok) for t in (boxes, scores, keypoints))
     scale = tf.cast(size, tf.float64) / tf.cast(hw, tf.float64)  # (sy, sx)
     return boxes / tf.tile(scale, [2]), scores, keypoints / scale
@@ -92,18 +91,11 @@ def box_vote(boxes, scores, keypoints, max_detections, iou_threshold=VOTE_IOU,
     seeds = tf.image.non_max_suppression(
         tf.cast(grown, tf.float32), tf.cast(scores, tf.float32), max_detections, iou_threshold,
         score_threshold)  # (S,) descending score
-    seed_boxes = tf.gather(grown, seeds)  # (S, 4)
-    ymin = tf.maximum(seed_boxes[:, None, 0], grown[None, :, 0])
-    xmin = tf.maximum(seed_boxes[:, None, 1], grown[None, :, 1])
-    ymax = tf.minimum(seed_boxes[:, None, 2], grown[None, :, 2])
-    xmax = tf.minimum(seed_boxes[:, None, 3], grown[None, :, 3])
-    inter = tf.maximum(ymax - ymin, 0.0) * tf.maximum(xmax - xmin, 0.0)  # (S, N)
-    area = (grown[:, 2] - grown[:, 0]) * (grown[:, 3] - grown[:, 1])  # (N,)
-    iou = inter / (tf.gather(area, seeds)[:, None] + area[None, :] - inter)
+    overlap = iou(tf.gather(grown, seeds), grown)  # (S, N); grown boxes: unions >= 1 px
     count = tf.size(seeds)
     # a last row that every candidate joins: the "first seed" of a candidate overlapping none
     # (only possible past the max_detections-th seed) is S, a segment that is dropped
-    member = tf.concat([iou > iou_threshold, tf.ones([1, tf.size(scores)], tf.bool)], axis=0)
+    member = tf.concat([overlap > iou_threshold, tf.ones([1, tf.size(scores)], tf.bool)], axis=0)
     first = tf.argmax(tf.cast(member, tf.int32), axis=0, output_type=tf.int32)  # (N,) in [0, S]
     w = scores
     wsum = tf.math.unsorted_segment_sum(w, first, count + 1)[:count]  # >= the seed's score > 0
